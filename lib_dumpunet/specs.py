@@ -1,0 +1,288 @@
+"""The two small grammars users type: block (layer) lists and step lists.
+
+Both are comma lists of items; an item is a single value, an inclusive range `A-B`, or a range with a stride
+`A-B(+N)` (the `+` is optional, whitespace is allowed around every part):
+
+    Layers:  IN00   IN00,IN01   IN00-IN02   IN00-OUT11(+2)     (IN11, M00 and OUT00 are neighbours)
+    Steps:   5      5,10        5-10        5-10(+2) = 5,7,9   (empty field = every step)
+
+Block names are matched case-insensitively against the loaded model's blocks (IN00…IN11, M00, OUT00…OUT11 for
+SD1/SD2; IN00…IN08, M00, OUT00…OUT08 for SDXL); numbers may have leading zeros. Everything else — an empty or
+blank item, an unknown name, a name the model lacks, a backwards range, a zero stride, a negative or zero step —
+raises `SpecError` with a caret under the offending text. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lib_dumpunet.errors import DumpUnetError, SpecError
+
+__all__ = [
+    "ALL_STEPS",
+    "LAYERS_FIELD",
+    "STEPS_FIELD",
+    "StepSelection",
+    "describe_names",
+    "format_steps",
+    "parse_block_name",
+    "parse_layers",
+    "parse_steps",
+]
+
+LAYERS_FIELD = "Layers"
+STEPS_FIELD = "Image saving steps"
+
+# Numbers longer than this are refused: no sampler runs a billion steps, and Python refuses to convert very long
+# digit strings anyway.
+_MAX_DIGITS = 9
+_NAME = re.compile(r"([A-Za-z]+)([0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class StepSelection:
+    """The sampler steps (1-based) a user asked for; no ranges at all means every step."""
+
+    ranges: tuple[range, ...] = ()
+
+    @property
+    def is_all(self) -> bool:
+        return not self.ranges
+
+    def __contains__(self, step: object) -> bool:
+        if not isinstance(step, int) or step < 1:
+            return False
+        return self.is_all or any(step in r for r in self.ranges)
+
+    def resolve(self, total: int) -> tuple[int, ...]:
+        """The selected steps that exist in a run of `total` steps, ascending."""
+        return tuple(s for s in range(1, total + 1) if s in self)
+
+    def first_beyond(self, total: int) -> int | None:
+        """The smallest selected step greater than `total`, if any (such a step would never run)."""
+        starts = [r.start if r.start > total else _next_in(r, total) for r in self.ranges]
+        beyond = [s for s in starts if s is not None]
+        return min(beyond) if beyond else None
+
+    def __str__(self) -> str:
+        return format_steps(self)
+
+
+def _next_in(r: range, total: int) -> int | None:
+    """The first member of `r` above `total`, or None."""
+    if r.stop - 1 <= total:
+        return None
+    k = (total + 1 - r.start + r.step - 1) // r.step
+    candidate = r.start + k * r.step
+    return candidate if candidate in r else None
+
+
+ALL_STEPS = StepSelection()
+
+
+def format_steps(selection: StepSelection) -> str:
+    """Write a selection back in the step grammar (empty string = every step)."""
+    parts = []
+    for r in selection.ranges:
+        last = r[-1]
+        if r.start == last:
+            parts.append(str(r.start))
+        elif r.step == 1:
+            parts.append(f"{r.start}-{last}")
+        else:
+            parts.append(f"{r.start}-{last}(+{r.step})")
+    return ",".join(parts)
+
+
+# --- the shared item grammar -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One comma item: `first`, or `first-last`, or `first-last(+stride)`."""
+
+    first: int
+    last: int
+    stride: int
+
+
+class _Cursor:
+    """A position in the text being parsed, with helpers that raise `SpecError` at the right place."""
+
+    def __init__(self, field: str, text: str, pos: int, end: int) -> None:
+        self.field, self.text, self.pos, self.end = field, text, pos, end
+
+    def skip_space(self) -> None:
+        while self.pos < self.end and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < self.end else ""
+
+    def fail(self, reason: str, position: int | None = None, length: int = 1) -> SpecError:
+        return SpecError(self.field, self.text, self.pos if position is None else position, reason, length)
+
+    def match(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
+        m = pattern.match(self.text, self.pos, self.end)
+        if m:
+            self.pos = m.end()
+        return m
+
+    def number(self, what: str) -> int:
+        start = self.pos
+        m = self.match(_DIGITS)
+        if m is None:
+            raise self.fail(f"expected {what}")
+        if len(m.group()) > _MAX_DIGITS:
+            raise self.fail(f"the number {m.group()[:12]}… is too large", start, len(m.group()))
+        return int(m.group())
+
+
+def _parse_items(
+    field: str,
+    text: str,
+    atom: Callable[[_Cursor], int],
+    *,
+    allow_plus: bool,
+) -> list[_Item]:
+    """Split `text` on commas and parse each non-empty item with `atom` for its values."""
+    items: list[_Item] = []
+    pos = 0
+    for piece in text.split(","):
+        start, end = pos, pos + len(piece)
+        pos = end + 1
+        if piece == "":
+            continue  # "IN00,,IN01" and a trailing comma are harmless
+        cur = _Cursor(field, text, start, end)
+        cur.skip_space()
+        if cur.pos == end:
+            raise cur.fail("an item between commas is blank", start, max(1, len(piece)))
+        first_at = cur.pos
+        first = atom(cur)
+        cur.skip_space()
+        last, stride = first, 1
+        if cur.peek() == "-":
+            cur.pos += 1
+            cur.skip_space()
+            last = atom(cur)
+            cur.skip_space()
+            if cur.peek() == "(":
+                stride = _stride(cur, allow_plus=allow_plus)
+                cur.skip_space()
+            if last < first:
+                raise cur.fail(
+                    f"the range {text[first_at : cur.pos].strip()!r} runs backwards; write the lower end first",
+                    first_at,
+                    cur.pos - first_at,
+                )
+        elif cur.peek() == "(":
+            raise cur.fail("a stride (+N) needs a range before it, e.g. A-B(+2)")
+        if cur.pos != end:
+            raise cur.fail(f"unexpected {text[cur.pos]!r}; expected ',', '-' or the end of the item")
+        items.append(_Item(first, last, stride))
+    return items
+
+
+def _stride(cur: _Cursor, *, allow_plus: bool) -> int:
+    open_at = cur.pos
+    cur.pos += 1  # "("
+    cur.skip_space()
+    if allow_plus and cur.peek() == "+":
+        cur.pos += 1
+        cur.skip_space()
+    stride_at = cur.pos
+    stride = cur.number("a stride such as (+2)")
+    if stride == 0:
+        raise cur.fail("the stride must be at least 1", stride_at)
+    cur.skip_space()
+    if cur.peek() != ")":
+        raise cur.fail("expected ')' to close the stride", open_at)
+    cur.pos += 1
+    return stride
+
+
+# --- layers ------------------------------------------------------------------------------------------------------
+
+
+def parse_block_name(name: str) -> tuple[str, int] | None:
+    """Split a block name into (upper-case prefix, index): 'in5' -> ('IN', 5); None if it is not name-shaped."""
+    m = _NAME.fullmatch(name.strip())
+    if m is None or len(m.group(2)) > _MAX_DIGITS:
+        return None
+    return m.group(1).upper(), int(m.group(2))
+
+
+def describe_names(names: Sequence[str]) -> str:
+    """'IN00–IN11, M00, OUT00–OUT11' for a model's block names, grouped by prefix."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        parsed = parse_block_name(name)
+        groups.setdefault(parsed[0] if parsed else name, []).append(name)
+    return ", ".join(g[0] if len(g) == 1 else f"{g[0]}–{g[-1]}" for g in groups.values())
+
+
+def _name_atom(names: Sequence[str]) -> Callable[[_Cursor], int]:
+    index = {parse_block_name(n): i for i, n in enumerate(names)}
+
+    def atom(cur: _Cursor) -> int:
+        start = cur.pos
+        m = cur.match(_NAME)
+        if m is None:
+            raise cur.fail(f"expected a block name such as {names[0]}, M00 or {names[-1]}")
+        key = (m.group(1).upper(), int(m.group(2)) if len(m.group(2)) <= _MAX_DIGITS else -1)
+        if key not in index:
+            raise cur.fail(
+                f"{m.group()!r} is not a block of this model (it has {describe_names(names)})",
+                start,
+                len(m.group()),
+            )
+        return index[key]
+
+    return atom
+
+
+def parse_layers(text: str, names: Sequence[str], *, field: str = LAYERS_FIELD) -> tuple[str, ...]:
+    """Parse a layer spec into block names of `names` (the model's blocks in U-Net order), in U-Net order, unique.
+
+    >>> parse_layers("OUT00, IN11-M00", ["IN11", "M00", "OUT00"])
+    ('IN11', 'M00', 'OUT00')
+    """
+    if not names:
+        raise SpecError(field, text, 0, "the model has no U-Net blocks")
+    items = _parse_items(field, text, _name_atom(names), allow_plus=True) if text.strip() else []
+    if not items:
+        raise DumpUnetError(f"{field} is empty: name at least one block, e.g. {names[0]} or {names[0]}-{names[-1]}")
+    chosen: set[int] = set()
+    for item in items:
+        chosen.update(range(item.first, item.last + 1, item.stride))
+    return tuple(names[i] for i in sorted(chosen))
+
+
+# --- steps -------------------------------------------------------------------------------------------------------
+
+
+def _step_atom(cur: _Cursor) -> int:
+    start = cur.pos
+    if cur.peek() == "+":
+        cur.pos += 1
+    elif cur.peek() == "-":
+        raise cur.fail("steps are counted from 1; negative numbers are not allowed")
+    step = cur.number("a step number such as 5")
+    if step == 0:
+        raise cur.fail("steps are counted from 1; there is no step 0", start, cur.pos - start)
+    return step
+
+
+def parse_steps(text: str, *, field: str = STEPS_FIELD) -> StepSelection:
+    """Parse a step spec; an empty (or blank) field selects every step.
+
+    >>> parse_steps("1,5-20(+5)").resolve(20)
+    (1, 5, 10, 15, 20)
+    """
+    if not text.strip():
+        return ALL_STEPS
+    items = _parse_items(field, text, _step_atom, allow_plus=True)
+    return StepSelection(tuple(range(i.first, i.last + 1, i.stride) for i in items))
