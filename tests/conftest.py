@@ -31,5 +31,10 @@ def sd1_unet(unet_for):
 
 
 @pytest.fixture(scope="session")
+def sd2_unet(unet_for):
+    return unet_for(unets.SD2)
+
+
+@pytest.fixture(scope="session")
 def sdxl_unet(unet_for):
     return unet_for(unets.SDXL)
