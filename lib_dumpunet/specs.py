@@ -28,6 +28,7 @@ __all__ = [
     "describe_names",
     "format_steps",
     "parse_block_name",
+    "parse_layer_span",
     "parse_layers",
     "parse_steps",
 ]
@@ -147,11 +148,12 @@ def _parse_items(
     atom: Callable[[_Cursor], int],
     *,
     allow_plus: bool,
+    span: tuple[int, int] | None = None,
 ) -> list[_Item]:
-    """Split `text` on commas and parse each non-empty item with `atom` for its values."""
+    """Split `text` (or `text[span[0]:span[1]]`) on commas and parse each non-empty item with `atom`."""
     items: list[_Item] = []
-    pos = 0
-    for piece in text.split(","):
+    pos, stop = span or (0, len(text))
+    for piece in text[pos:stop].split(","):
         start, end = pos, pos + len(piece)
         pos = end + 1
         if piece == "":
@@ -250,13 +252,18 @@ def parse_layers(text: str, names: Sequence[str], *, field: str = LAYERS_FIELD) 
     >>> parse_layers("OUT00, IN11-M00", ["IN11", "M00", "OUT00"])
     ('IN11', 'M00', 'OUT00')
     """
-    if not names:
-        raise SpecError(field, text, 0, "the model has no U-Net blocks")
-    items = _parse_items(field, text, _name_atom(names), allow_plus=True) if text.strip() else []
-    if not items:
+    blocks = parse_layer_span(text, 0, len(text), names, field=field) if text.strip() else ()
+    if not blocks:
         raise DumpUnetError(f"{field} is empty: name at least one block, e.g. {names[0]} or {names[0]}-{names[-1]}")
+    return blocks
+
+
+def parse_layer_span(text: str, start: int, end: int, names: Sequence[str], *, field: str) -> tuple[str, ...]:
+    """Parse the layer spec in `text[start:end]` (errors point into the whole `text`); may select nothing."""
+    if not names:
+        raise SpecError(field, text, start, "the model has no U-Net blocks")
     chosen: set[int] = set()
-    for item in items:
+    for item in _parse_items(field, text, _name_atom(names), allow_plus=True, span=(start, end)):
         chosen.update(range(item.first, item.last + 1, item.stride))
     return tuple(names[i] for i in sorted(chosen))
 
