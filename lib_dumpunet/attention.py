@@ -30,18 +30,13 @@ from lib_dumpunet.capture import Capture, Key, rows_to_keep
 from lib_dumpunet.hooks import HookSet
 from lib_dumpunet.layout import AttentionInfo, UNetLayout
 from lib_dumpunet.sampling import SamplingTracker, UNetCall
-from lib_dumpunet.specs import StepSelection
+from lib_dumpunet.specs import StepSelection, parse_points
 
-__all__ = ["CROSS_KINDS", "CrossAttentionRecorder", "SelfAttentionRecorder", "grid_points"]
+__all__ = ["CROSS_KINDS", "CrossAttentionRecorder", "SelfAttentionRecorder"]
 
 log = logging.getLogger(__name__)
 
 CROSS_KINDS = ("k", "qk", "vqk")
-
-
-def grid_points(n: int) -> tuple[tuple[float, float], ...]:
-    """An n×n grid of query points, as (x, y) fractions of the width and height, at the cell centres."""
-    return tuple(((i + 0.5) / n, (j + 0.5) / n) for j in range(n) for i in range(n))
 
 
 @dataclass
@@ -212,7 +207,7 @@ class SelfAttentionRecorder(_AttentionRecorder):
         self,
         blocks: Iterable[str],
         steps: StepSelection,
-        points: Sequence[tuple[float, float]] = grid_points(4),
+        points: Sequence[tuple[float, float]] = parse_points("4x4"),
         *,
         uncond: bool = False,
         dtype: torch.dtype | None = None,

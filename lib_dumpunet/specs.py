@@ -6,6 +6,9 @@ Both are comma lists of items; an item is a single value, an inclusive range `A-
     Layers:  IN00   IN00,IN01   IN00-IN02   IN00-OUT11(+2)     (IN11, M00 and OUT00 are neighbours)
     Steps:   5      5,10        5-10        5-10(+2) = 5,7,9   (empty field = every step)
 
+A third, smaller grammar names self-attention query points: `4x4` (a grid, at most 16x16) or a `;`-separated list
+of `x,y` fractions of the width and height, e.g. `0.5,0.5; 0.25,0.75`.
+
 Block names are matched case-insensitively against the loaded model's blocks (IN00…IN11, M00, OUT00…OUT11 for
 SD1/SD2; IN00…IN08, M00, OUT00…OUT08 for SDXL); numbers may have leading zeros. Everything else — an empty or
 blank item, an unknown name, a name the model lacks, a backwards range, a zero stride, a negative or zero step —
@@ -30,11 +33,14 @@ __all__ = [
     "parse_block_name",
     "parse_layer_span",
     "parse_layers",
+    "parse_points",
     "parse_steps",
 ]
 
 LAYERS_FIELD = "Layers"
 STEPS_FIELD = "Image saving steps"
+POINTS_FIELD = "Query points"
+MAX_GRID = 16
 
 # Numbers longer than this are refused: no sampler runs a billion steps, and Python refuses to convert very long
 # digit strings anyway.
@@ -293,3 +299,55 @@ def parse_steps(text: str, *, field: str = STEPS_FIELD) -> StepSelection:
         return ALL_STEPS
     items = _parse_items(field, text, _step_atom, allow_plus=True)
     return StepSelection(tuple(range(i.first, i.last + 1, i.stride) for i in items))
+
+
+# --- self-attention query points -------------------------------------------------------------------------------------
+
+_GRID = re.compile(r"\s*([0-9]{1,3})\s*(?:[x×*]\s*([0-9]{1,3})\s*)?$", re.IGNORECASE)
+_FRACTION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*")
+
+
+def parse_points(text: str, *, field: str = POINTS_FIELD) -> tuple[tuple[float, float], ...]:
+    """Query points as (x, y) fractions: 'NxM' is a grid of cell centres, 'x,y; x,y' a list.
+
+    >>> parse_points("2x1")
+    ((0.25, 0.5), (0.75, 0.5))
+    """
+    if not text.strip():
+        raise DumpUnetError(f"{field} is empty: give a grid such as 4x4 or points such as 0.5,0.5; 0.25,0.75")
+    grid = _GRID.match(text)
+    if grid:
+        nx = int(grid.group(1))
+        ny = int(grid.group(2) or nx)
+        for group, n in ((1, nx), (2, ny)):
+            if not 1 <= n <= MAX_GRID:
+                at = grid.start(group) if grid.group(group) else grid.start(1)
+                msg = f"a grid must be between 1x1 and {MAX_GRID}x{MAX_GRID}"
+                raise SpecError(field, text, at, msg, len(grid.group(group) or grid.group(1)))
+        return tuple(((i + 0.5) / nx, (j + 0.5) / ny) for j in range(ny) for i in range(nx))
+    points = []
+    pos = 0
+    for piece in text.split(";"):
+        start, pos = pos, pos + len(piece) + 1
+        if not piece.strip():
+            if start + len(piece) >= len(text):
+                continue  # a trailing ';'
+            raise SpecError(field, text, start, "a point between ';' is blank")
+        coords, offset = [], start
+        for part in piece.split(","):
+            m = _FRACTION.fullmatch(part)
+            if m is None:
+                raise SpecError(
+                    field, text, offset, "expected a fraction between 0 and 1, like 0.25", max(1, len(part))
+                )
+            value = float(m.group(1))
+            if value > 1:
+                raise SpecError(field, text, offset + m.start(1), "fractions go from 0 to 1", len(m.group(1)))
+            coords.append(value)
+            offset += len(part) + 1
+        if len(coords) != 2:
+            raise SpecError(field, text, start, "a point is 'x,y' (two fractions)", max(1, len(piece)))
+        points.append((coords[0], coords[1]))
+    if not points:
+        raise DumpUnetError(f"{field} is empty: give a grid such as 4x4 or points such as 0.5,0.5")
+    return tuple(points)

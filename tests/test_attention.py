@@ -9,13 +9,13 @@ import unets
 from ldm.modules import attention as ldm_attention
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lib_dumpunet.attention import CrossAttentionRecorder, SelfAttentionRecorder, grid_points
+from lib_dumpunet.attention import CrossAttentionRecorder, SelfAttentionRecorder
 from lib_dumpunet.capture import Key
 from lib_dumpunet.hooks import HookSet
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.probe import Probe
 from lib_dumpunet.sampling import cfg_rows
-from lib_dumpunet.specs import ALL_STEPS, parse_steps
+from lib_dumpunet.specs import ALL_STEPS, parse_points, parse_steps
 
 
 def sdp_attention_forward(self, x, context=None, mask=None, **kwargs):
@@ -179,7 +179,7 @@ class _LargestTensor(TorchDispatchMode):
 
 
 def test_self_attention_never_builds_the_full_matrix(sd1_unet, monkeypatch):
-    recorder = SelfAttentionRecorder(["IN01"], ALL_STEPS, grid_points(2))
+    recorder = SelfAttentionRecorder(["IN01"], ALL_STEPS, parse_points("2x2"))
     sizes = []
     finish = SelfAttentionRecorder._finish
 

@@ -5,7 +5,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib_dumpunet.errors import DumpUnetError, SpecError
-from lib_dumpunet.specs import ALL_STEPS, StepSelection, describe_names, format_steps, parse_layers, parse_steps
+from lib_dumpunet.specs import (
+    ALL_STEPS,
+    StepSelection,
+    describe_names,
+    format_steps,
+    parse_layers,
+    parse_points,
+    parse_steps,
+)
 
 SD = (*(f"IN{i:02d}" for i in range(12)), "M00", *(f"OUT{i:02d}" for i in range(12)))
 XL = (*(f"IN{i:02d}" for i in range(9)), "M00", *(f"OUT{i:02d}" for i in range(9)))
@@ -171,6 +179,26 @@ def test_steps_round_trip_through_format(text):
     assert parse_steps(format_steps(sel)).resolve(50) == sel.resolve(50)
 
 
+# --- query points ---------------------------------------------------------------------------------------------------
+
+
+def test_points_as_a_grid_or_a_list():
+    assert parse_points("2x1") == ((0.25, 0.5), (0.75, 0.5))
+    assert len(parse_points("4x4")) == 16
+    assert parse_points(" 3 ") == parse_points("3x3")
+    assert parse_points("0.5,0.5; .25, 1;") == ((0.5, 0.5), (0.25, 1.0))
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [("0.5", "0.5"), ("a,b", "a"), ("2,0.5", "2"), ("0x3", "0"), ("17x1", "17"), ("0.5,0.5;;0.1,0.1", ";")],
+)
+def test_point_errors(text, culprit):
+    with pytest.raises(SpecError) as info:
+        parse_points(text)
+    assert _under_caret(info.value).startswith(culprit)
+
+
 # --- fuzzing: only the project's error, never another exception ---------------------------------------------------
 
 _spec_alphabet = st.sampled_from(list("INOUTMinoutm0123456789-,()+ \t\n_:;٣²"))
@@ -214,3 +242,14 @@ def test_step_grammar_fuzz(text):
     steps = selection.resolve(30)
     assert list(steps) == sorted(set(steps))
     assert all(1 <= s <= 30 for s in steps)
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(st.text(st.sampled_from(list("0123456789.,; x×*-a")), max_size=20) | st.text(max_size=20))
+def test_points_grammar_fuzz(text):
+    try:
+        points = parse_points(text)
+    except DumpUnetError:
+        return
+    assert points
+    assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in points)
