@@ -1,0 +1,153 @@
+"""Captured tensors → the images a user looks at, in the original extension's layouts.
+
+Per captured tensor (one image, pass, step and place):
+  features, V*Q*K, differences  (C, h, w)        one tile per channel, tiled with the original's grid heuristic
+  Q*K                           (heads, T, h, w) columns = tokens (BOS, 75 tokens, EOS per 77-token chunk), rows =
+                                                 heads; optional token labels under the columns
+  K                             (heads, T, d)    one (d × T) tile per head, stacked top to bottom
+  self-attention                (heads, P, h, w) columns = query points (each marked), rows = heads
+"Show averaged map" puts one more image first: the channel average (features), the head average (Q*K, K,
+self-attention). Colours come from a `Colorizer`; tiles and canvases from `grid`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from lib_dumpunet.capture import Key
+from lib_dumpunet.colorize import Colorizer, average_map
+from lib_dumpunet.grid import grid_shape, tile
+
+__all__ = ["KIND_NAMES", "MapImage", "describe", "render"]
+
+KIND_NAMES = {
+    "features": "U-Net features",
+    "k": "K",
+    "qk": "Q*K",
+    "vqk": "V*Q*K",
+    "self": "self-attention",
+    "diff": "difference",
+}
+# Token labels need columns at least this wide to be readable; narrower tiles are enlarged (nearest) first.
+_LABEL_MIN_TILE = 12
+_MARK = np.array([255, 255, 255], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class MapImage:
+    """One image for the gallery: what it shows (`key`), the picture, and a one-line description."""
+
+    key: Key
+    image: Image.Image
+    label: str
+    averaged: bool = False
+
+
+def describe(key: Key, *, averaged: bool = False) -> str:
+    """'IN04, step 5, U-Net features' (+ ', hires pass', ', AND 2', ', uncond', ', averaged')."""
+    parts = [key.place, f"step {key.step}", KIND_NAMES.get(key.kind, key.kind)]
+    if key.pass_index:
+        parts.append("hires pass")
+    if key.sub:
+        parts.append(f"AND {key.sub + 1}")
+    if key.branch != "cond":
+        parts.append(key.branch)
+    if averaged:
+        parts.append("averaged")
+    return ", ".join(parts)
+
+
+def render(
+    key: Key,
+    tensor: torch.Tensor,
+    colorizer: Colorizer,
+    *,
+    average: str | None = None,
+    tokens: Sequence[str] | None = None,
+    points: Sequence[tuple[float, float]] | None = None,
+) -> list[MapImage]:
+    """The gallery images for one captured tensor, averaged map first when `average` is "sum", "1-norm" or "2-norm"."""
+    x = tensor.detach().float().cpu()
+    images: list[tuple[np.ndarray, bool]] = []
+    if key.kind == "k":
+        maps = x.transpose(1, 2)  # (heads, d, T): each head a d × T tile
+        if average:
+            images.append((colorizer(average_map(maps, average)[None])[0], True))
+        images.append((tile(colorizer(maps), 1, maps.shape[0]), False))
+    elif key.kind in ("qk", "self"):
+        heads, columns = x.shape[:2]
+        mark = _point_marks(points, *x.shape[-2:]) if key.kind == "self" else None
+        if average:
+            mean = average_map(x.reshape(heads, -1, x.shape[-1]), average).reshape(x.shape[1:])  # over heads
+            images.append((_columns(colorizer(mean), columns, 1, tokens, mark), True))
+        flat = x.reshape(heads * columns, *x.shape[-2:])
+        images.append((_columns(colorizer(flat), columns, heads, tokens, mark), False))
+    else:  # features, V*Q*K, differences: one tile per channel
+        if average:
+            images.append((colorizer(average_map(x, average)[None])[0], True))
+        across, down = grid_shape(x.shape[0], x.shape[2], x.shape[1])
+        images.append((tile(colorizer(x), across, down), False))
+    return [MapImage(key, Image.fromarray(a), describe(key, averaged=avg), avg) for a, avg in images]
+
+
+def _columns(
+    tiles: np.ndarray,
+    across: int,
+    down: int,
+    labels: Sequence[str] | None,
+    marks: np.ndarray | None,
+) -> np.ndarray:
+    """Tiles in `down` rows of `across` columns; query points marked; labels under the columns if given."""
+    if marks is not None:
+        tiles = tiles.copy()
+        for column in range(across):
+            rows = tiles[column::across]
+            rows[:, marks[column]] = _MARK if rows.ndim == 4 else 255
+    if labels is not None and tiles.shape[2] < _LABEL_MIN_TILE:
+        scale = math.ceil(_LABEL_MIN_TILE / tiles.shape[2])
+        tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    canvas = tile(tiles, across, down)
+    if labels is None:
+        return canvas
+    return _with_labels(canvas, tiles.shape[2] + 1, labels[:across])
+
+
+def _point_marks(points: Sequence[tuple[float, float]] | None, h: int, w: int) -> np.ndarray | None:
+    """A boolean (points, h, w) mask with each query point's cell set."""
+    if points is None:
+        return None
+    marks = np.zeros((len(points), h, w), dtype=bool)
+    for i, (x, y) in enumerate(points):
+        marks[i, min(int(y * h), h - 1), min(int(x * w), w - 1)] = True
+    return marks
+
+
+@cache
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default()
+
+
+def _with_labels(canvas: np.ndarray, pitch: int, labels: Sequence[str]) -> np.ndarray:
+    """Append a strip below `canvas` with each label written bottom-to-top under its column."""
+    font = _font()
+    texts = [label[:24] for label in labels]
+    longest = max((int(font.getlength(t)) for t in texts), default=0) + 4
+    mode = "RGB" if canvas.ndim == 3 else "L"
+    strip = Image.new(mode, (canvas.shape[1], longest), 0)
+    for column, text in enumerate(texts):
+        if not text:
+            continue
+        box = font.getbbox(text)
+        word = Image.new(mode, (int(font.getlength(text)) + 2, box[3] + 2), 0)
+        ImageDraw.Draw(word).text((1, 0), text, fill="white" if mode == "RGB" else 255, font=font)
+        word = word.rotate(90, expand=True)
+        x = column * pitch + max(0, (pitch - 1 - word.width) // 2)
+        strip.paste(word, (x, 2))
+    return np.concatenate([canvas, np.asarray(strip)], axis=0)
