@@ -108,9 +108,8 @@ def rows_to_keep(call: UNetCall, *, uncond: bool) -> tuple[list[int], list[Row]]
 
 
 class FeatureRecorder:
-    """Records the outputs of `blocks` at the sampler steps in `steps` (first model evaluation of each step)."""
-
-    kind = "features"
+    """Records the outputs of `blocks` at the sampler steps in `steps` (first model evaluation of each step),
+    filed under `kind`."""
 
     def __init__(
         self,
@@ -119,11 +118,13 @@ class FeatureRecorder:
         *,
         uncond: bool = False,
         dtype: torch.dtype | None = None,
+        kind: str = "features",
     ) -> None:
         self.blocks = tuple(blocks)
         self.steps = steps
         self.uncond = uncond
         self.dtype = dtype
+        self.kind = kind
 
     def wants(self, call: UNetCall | None) -> bool:
         return call is not None and call.step.first_eval and call.step.step in self.steps
