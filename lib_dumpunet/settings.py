@@ -201,9 +201,10 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
 def from_values(values: Sequence[Any]) -> JobSettings:
     """Settings from values in `FIELDS` order (what the webui passes a script); missing trailing values default.
 
-    A single dict (`[{"features.layers": "IN00-OUT11", …}]`) is read by field path instead, for API callers.
+    A dict in first place (`[{"features.layers": "IN00-OUT11", …}]`) is read by field path instead, for API
+    callers; whatever follows it (the webui fills the remaining positions with the UI defaults) is ignored.
     """
-    if len(values) == 1 and isinstance(values[0], Mapping):
+    if values and isinstance(values[0], Mapping):
         return from_mapping(values[0])
     if len(values) > len(FIELDS):
         msg = f"got {len(values)} settings, expected at most {len(FIELDS)}"

@@ -27,7 +27,7 @@ def test_readme_command_installs_cpu_torch_first_and_the_real_ldm():
     cmd = _readme_test_command()
     torch_at = cmd.index("pip install torch==2.13.0")
     assert torch_at < cmd.index(".[test]") < cmd.index("pytest")
-    assert "pip install --no-deps stable-diffusion-sdkit==2.1.5" in cmd
+    assert "pip install --no-deps stable-diffusion-sdkit==2.1.5 open-clip-torch==2.20.0" in cmd
 
 
 def test_no_requirement_can_pull_another_torch():
