@@ -62,7 +62,8 @@ class BlockPrompts:
     """The per-block prompt switch for one job (a probe attachment).
 
     `texts[row][block]` is the text a row must get in a block (rows as (image, branch, sub) of `sampling.Row`);
-    `schedules[(pass_index, text)]` its encoding. Both may grow between batches (`add`), before their rows sample.
+    `schedules[(pass_index, text)]` its encoding; a text without an encoding for a pass is not used in that pass
+    (e.g. a hires pass with its own prompt). Both may grow between batches (`add`), before their rows sample.
     """
 
     texts: dict[Row, dict[str, str]] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class BlockPrompts:
             call = tracker.current
             if call is None:
                 return None
-            texts = tuple(None if row is None else self.texts.get(row, {}).get(block) for row in call.rows)
+            texts = tuple(self._text(row, block, call.step.pass_index) for row in call.rows)
             if all(t is None for t in texts):
                 return None
             in_kwargs = "context" in kwargs
@@ -106,6 +107,11 @@ class BlockPrompts:
             return (*args[:2], new, *args[3:]), kwargs
 
         return switch
+
+    def _text(self, row: Row | None, block: str, pass_index: int) -> str | None:
+        """The row's own text for this block, if it has one prepared for this pass."""
+        text = None if row is None else self.texts.get(row, {}).get(block)
+        return text if (pass_index, text) in self.schedules else None
 
     def _context(self, call: UNetCall, texts: tuple[str | None, ...], context: torch.Tensor) -> torch.Tensor:
         """The context for this call's rows, built once per distinct row texts and call (blocks share it)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from lib_dumpunet.errors import SpecError
 from lib_dumpunet.specs import parse_layer_span
 
-__all__ = ["Construct", "LayerPrompt", "Pair", "block_texts", "parse_layer_prompt"]
+__all__ = ["Construct", "LayerPrompt", "Pair", "block_texts", "parse_layer_prompt", "replace_blocks"]
 
 OPEN, CLOSE = "(~:", ":~)"
 _AND = re.compile(r"\bAND\b")
@@ -35,6 +35,7 @@ _AND = re.compile(r"\bAND\b")
 class Pair:
     blocks: tuple[str, ...] | None  # None for `_`: every block no other pair names
     text: str
+    spec: tuple[int, int] = (0, 0)  # where its BLOCKS part is in the prompt
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def _pairs(text: str, start: int, end: int, names: Sequence[str], field: str) ->
         content, j = _content(text, j, end)
         if (m := _AND.search(text, colon + 1, j)) is not None:
             raise SpecError(field, text, m.start(), "AND cannot be inside (~: … :~); put it outside", 3)
-        pairs.append(Pair(blocks, content))
+        pairs.append(Pair(blocks, content, (i, colon)))
         i = j + 1  # past the ';'
         if j >= end:
             break
@@ -172,3 +173,15 @@ def block_texts(
             if text != plain:
                 changed[sub][name] = text
     return changed
+
+
+def replace_blocks(text: str, blocks: str, names: Sequence[str], *, field: str = "Prompt") -> str:
+    """`text` with the BLOCKS of every pair (but `_`) of every construct replaced by `blocks` (X/Y/Z sweeps)."""
+    parse_layer_span(blocks, 0, len(blocks), names, field="X/Y/Z values")
+    spans = [p.spec for c in parse_layer_prompt(text, names, field=field).constructs for p in c.pairs if p.blocks]
+    out, pos = [], 0
+    for start, end in spans:
+        out += [text[pos:start], blocks]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

@@ -116,7 +116,8 @@ def _columns(
     canvas = tile(tiles, across, down)
     if labels is None:
         return canvas
-    return _with_labels(canvas, tiles.shape[2] + 1, labels[:across])
+    labels = [*labels[:across], *["pad"] * (across - len(labels))]  # rows padded to a longer prompt's chunks
+    return _with_labels(canvas, tiles.shape[2] + 1, labels)
 
 
 def _point_marks(points: Sequence[tuple[float, float]] | None, h: int, w: int) -> np.ndarray | None:

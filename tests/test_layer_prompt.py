@@ -177,3 +177,12 @@ def test_layer_prompt_fuzz(text):
             found = expanded.find(piece, pos)
             assert found >= 0
             pos = found + len(piece)
+
+
+def test_replace_blocks_rewrites_every_named_pair_for_xyz():
+    from lib_dumpunet.layer_prompt import replace_blocks
+
+    text = "a (~: IN00-OUT11 : cute; M00: x; _: y :~) (~:IN01:z:~)"
+    assert replace_blocks(text, "OUT03", SD) == "a (~: OUT03: cute; OUT03: x; _: y :~) (~:OUT03:z:~)"
+    with pytest.raises(SpecError, match="X/Y/Z values"):
+        replace_blocks(text, "IN99", SD)

@@ -80,6 +80,11 @@ class FakeWebui:
                 runner.initialize_scripts(is_img2img=tabname == "img2img")
                 with gr.Tab(tabname):
                     runner.prepare_ui()
+                    # the main UI's size sliders (modules/ui.py), built before the scripts in the default layout
+                    for name in ("width", "height"):
+                        gr.Slider(
+                            minimum=64, maximum=2048, step=8, label=name.title(), value=512, elem_id=f"{tabname}_{name}"
+                        )
                     runner.setup_ui()
                 infotext_utils.add_paste_fields(tabname, None, list(runner.infotext_fields))
         self.demo, self.app = demo, FastAPI()
@@ -278,7 +283,7 @@ def webui(
     root = Path(tempfile.mkdtemp(prefix="fakewebui-")) if own_dir else Path(data_dir)
     os.environ["FAKEWEBUI_DATA_DIR"] = str(root)
     sys.path.insert(0, str(FAKEWEBUI_ROOT))
-    sd_hijack_unet = None
+    sd_hijack_unet = gradio_extensions = None
     try:
         from fakewebui import tiny_model
 
@@ -289,6 +294,8 @@ def webui(
         script_callbacks = importlib.import_module("modules.script_callbacks")
         sd_hijack_unet = importlib.import_module("modules.sd_hijack_unet")
         importlib.import_module("modules.processing")
+        gradio_extensions = importlib.import_module("modules.gradio_extensions")
+        gradio_extensions.install()
 
         for path in extensions:
             path = Path(path).resolve()
@@ -313,6 +320,8 @@ def webui(
     finally:
         if sd_hijack_unet is not None:
             sd_hijack_unet.undo()
+        if gradio_extensions is not None:
+            gradio_extensions.undo()
         if saved_dropdown_parent is None:
             with contextlib.suppress(AttributeError):
                 del gr.Dropdown.get_expected_parent

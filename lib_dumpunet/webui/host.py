@@ -1,0 +1,164 @@
+"""The webui seen from a job: its encoder, its AND split, its tokens, and what a denoiser call tells us.
+
+`WebuiHost` implements `lib_dumpunet.job.Host` for one processing object `p`: per-block prompts are encoded with
+the webui's own `prompt_parser.get_learned_conditioning` (emphasis, embeddings, BREAK and `[a:b:when]` behave as in
+any prompt; SDXL's pooled vector is not used per block), with the same step counts the webui uses for the pass.
+`denoiser_call` reads an `on_cfg_denoiser` callback: the sampler step (the denoiser counts model calls; a
+second-order sampler makes two per step), the pass (first or hires), and how many cond rows each image has (AND).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from modules import prompt_parser, sd_samplers, shared
+
+from lib_dumpunet.block_prompts import Schedule, ScheduledCond
+
+__all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "unet_of"]
+
+log = logging.getLogger(__name__)
+
+
+def unet_of(sd_model: Any) -> torch.nn.Module | None:
+    """The diffusion U-Net of a loaded webui model, or None (no model, or not a U-Net: SD3 …)."""
+    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+    return unet if hasattr(unet, "input_blocks") else None
+
+
+def _crossattn(cond: Any) -> torch.Tensor:
+    return cond["crossattn"] if isinstance(cond, dict) else cond
+
+
+def _rows(cond: Any) -> int:
+    return int(_crossattn(cond).shape[0])
+
+
+def _total_steps(sampler_name: str | None, steps: int) -> int:
+    config = sd_samplers.find_sampler_config(sampler_name) if sampler_name else None
+    return config.total_steps(steps) if config else steps
+
+
+class WebuiHost:
+    """`Host` for one job on `p` (a StableDiffusionProcessing)."""
+
+    def __init__(self, p: Any) -> None:
+        self.p = p
+        self.model = shared.sd_model
+
+    # --- Host protocol -------------------------------------------------------------------------------------------
+
+    def encode(self, text: str, pass_index: int) -> Schedule:
+        p = self.p
+        first_pass = _total_steps(p.sampler_name, p.steps)
+        if pass_index == 0:
+            texts = prompt_parser.SdConditioning([text], width=p.width, height=p.height)
+            steps, hires_steps = first_pass, None
+        else:
+            texts = prompt_parser.SdConditioning(
+                [text], width=getattr(p, "hr_upscale_to_x", p.width), height=getattr(p, "hr_upscale_to_y", p.height)
+            )
+            hr_sampler = getattr(p, "hr_sampler_name", None) or p.sampler_name
+            steps = first_pass
+            hires_steps = _total_steps(hr_sampler, getattr(p, "hr_second_pass_steps", 0) or p.steps)
+        (schedule,) = prompt_parser.get_learned_conditioning(
+            self.model, texts, steps, hires_steps, getattr(shared.opts, "use_old_scheduling", False)
+        )
+        return tuple(ScheduledCond(s.end_at_step, _crossattn(s.cond)) for s in schedule)
+
+    def split_and(self, prompt: str) -> list[str]:
+        indexes, flat, _ = prompt_parser.get_multicond_prompt_list([prompt])
+        return [flat[i] for i, _weight in indexes[0]]
+
+    def token_labels(self, text: str) -> list[str]:
+        encoder = _text_encoder(self.model)
+        if encoder is None or not hasattr(encoder, "tokenize_line"):
+            return []
+        chunks, _ = encoder.tokenize_line(text)
+        labels: list[str] = []
+        for chunk in chunks:
+            labels += _chunk_labels(encoder, chunk)
+        return labels
+
+    @property
+    def empty_chunk(self) -> torch.Tensor | None:
+        empty = getattr(self.model, "cond_stage_model_empty_prompt", None)
+        return None if empty is None else _crossattn(empty)[0]
+
+
+def _text_encoder(model: Any) -> Any:
+    """The (first) hijacked CLIP text encoder: cond_stage_model for SD1/SD2, the CLIP-L embedder for SDXL."""
+    conditioner = getattr(model, "conditioner", None)
+    if conditioner is not None and getattr(conditioner, "embedders", None):
+        return conditioner.embedders[0]
+    return getattr(model, "cond_stage_model", None)
+
+
+def _chunk_labels(encoder: Any, chunk: Any) -> list[str]:
+    """BOS, the tokens (embedding names for textual-inversion vectors), EOS, then 'pad', for one 77-token chunk."""
+    ids = list(chunk.tokens)
+    labels = [_decode(encoder, i) for i in ids]
+    for fix in getattr(chunk, "fixes", []):
+        name = getattr(fix.embedding, "name", "embedding")
+        for pos in range(fix.offset + 1, min(len(labels), fix.offset + 1 + int(fix.embedding.vectors))):
+            labels[pos] = f"<{name}>"
+    end = getattr(encoder, "id_end", None)
+    seen_end = False
+    for pos, token in enumerate(ids):
+        if pos == 0 and token == getattr(encoder, "id_start", None):
+            labels[pos] = "BOS"
+        elif pos > 0 and token == end:
+            labels[pos] = "pad" if seen_end else "EOS"
+            seen_end = True
+    return labels
+
+
+def _decode(encoder: Any, token: int) -> str:
+    tokenizer = getattr(getattr(encoder, "wrapped", None), "tokenizer", None)
+    try:
+        if tokenizer is not None:
+            text = tokenizer.convert_ids_to_tokens([token])[0]
+        else:  # OpenCLIP (SD2, SDXL's second encoder) keeps its tokenizer module-wide
+            from open_clip.tokenizer import _tokenizer
+
+            text = _tokenizer.decoder[token]
+    except (ImportError, KeyError, IndexError, AttributeError):
+        return str(token)
+    return text.replace("</w>", "")
+
+
+@dataclass(frozen=True)
+class DenoiserCall:
+    pass_index: int
+    step: int
+    schedule_step: int
+    cond_counts: tuple[int, ...] | None  # None: rows cannot be attributed (left unrecorded)
+
+
+def denoiser_call(params: Any, p: Any) -> DenoiserCall:
+    """Read an `on_cfg_denoiser` callback's params (webui ≥ 1.8, which passes the denoiser)."""
+    denoiser = params.denoiser
+    calls = int(denoiser.step)
+    steps = int(getattr(denoiser, "steps", None) or p.steps)
+    total = int(getattr(denoiser, "total_steps", None) or steps)
+    multiplier = max(1, round(total / steps))
+    step = min(calls // multiplier, steps - 1) + 1
+    return DenoiserCall(1 if getattr(p, "is_hr_pass", False) else 0, step, calls, _cond_counts(params, denoiser))
+
+
+def _cond_counts(params: Any, denoiser: Any) -> tuple[int, ...] | None:
+    """How many cond rows each image has: its AND sub-prompts, from the conditioning the sampler was given."""
+    cond_rows, images = _rows(params.text_cond), _rows(params.text_uncond)
+    extra_args = getattr(getattr(denoiser, "sampler", None), "sampler_extra_args", None) or {}
+    batch = getattr(extra_args.get("cond"), "batch", None)
+    if batch is not None:
+        counts = tuple(len(b) for b in batch)
+        if len(counts) == images and sum(counts) == cond_rows:
+            return counts
+    if cond_rows % images == 0:
+        return (cond_rows // images,) * images
+    log.warning("cannot tell which of %d cond rows belong to which of %d images; not recording", cond_rows, images)
+    return None

@@ -1,0 +1,133 @@
+"""Delivering maps: into the gallery after their image, and to disk next to it.
+
+Gallery: each generated image is followed by its maps, in the original's order; every map gets its image's prompt,
+seed and infotext (plus a "Dump U-Net map" entry naming block, step and kind), and the `all_*` lists of the
+`Processed` are lengthened in step, so per-image metadata stays flat and right for any batch count and size.
+
+Disk ("Save generated images"): through the webui's own `images.save_image`. A map is named after its image's file
+(same number and seed) with a suffix such as `-dumpunet-unet-IN04-005`; where the image itself was not saved, the
+webui's file-name pattern and numbering are used with that suffix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modules import images, infotext_utils, shared
+from PIL import Image
+
+from lib_dumpunet.render import MapImage
+
+__all__ = ["MAP_KEY", "insert_maps", "map_first", "map_suffix", "merge_difference", "save_maps"]
+
+MAP_KEY = "Dump U-Net map"
+_TAGS = {"features": "unet", "k": "attn-k", "qk": "attn-qk", "vqk": "attn-vqk", "self": "attn-self", "diff": "diff"}
+
+
+def map_suffix(m: MapImage) -> str:
+    key = m.key
+    parts = ["-dumpunet", _TAGS.get(key.kind, key.kind), key.place, f"{'hr' if key.pass_index else ''}{key.step:03d}"]
+    if key.sub:
+        parts.append(f"and{key.sub + 1}")
+    if key.branch != "cond":
+        parts.append(key.branch)
+    if m.averaged:
+        parts.append("avg")
+    return "-".join(parts)
+
+
+def map_infotext(owner: str, m: MapImage) -> str:
+    return f"{owner}, {MAP_KEY}: {infotext_utils.quote(m.label)}"
+
+
+def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generated: int) -> None:
+    """Put each image's maps right after it. `generated` = how many images of the job reached the gallery."""
+    first = processed.index_of_first_image
+    gallery, infos = list(processed.images[:first]), list(processed.infotexts[:first])
+    parallel = {
+        name: list(getattr(processed, name))
+        for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds")
+        if getattr(processed, name, None) is not None
+    }
+    grown: dict[str, list] = {name: [] for name in parallel}
+    for index in range(generated):
+        at = first + index
+        if at >= len(processed.images):
+            break
+        owner_info = processed.infotexts[at] if at < len(processed.infotexts) else ""
+        extra = list(maps.get(index, ()))
+        gallery += [processed.images[at], *(m.image for m in extra)]
+        infos += [owner_info, *(map_infotext(owner_info, m) for m in extra)]
+        for name, values in parallel.items():
+            if index < len(values):
+                grown[name] += [values[index]] * (1 + len(extra))
+    rest = first + generated
+    gallery += processed.images[rest:]
+    infos += processed.infotexts[rest:]
+    processed.images, processed.infotexts = gallery, infos
+    for name, values in grown.items():
+        setattr(processed, name, values + parallel[name][generated:])
+
+
+def map_first(processed: Any, maps: Sequence[MapImage]) -> None:
+    """Put the first averaged map, scaled to the image, in front of everything: what X/Y/Z shows in a cell."""
+    first = processed.index_of_first_image
+    averaged = next((m for m in maps if m.averaged), None)
+    if averaged is None or first >= len(processed.images):
+        return
+    size = processed.images[first].size
+    processed.images.insert(0, averaged.image.convert("RGB").resize(size, Image.Resampling.NEAREST))
+    processed.infotexts.insert(0, map_infotext(processed.infotexts[first], averaged))
+    processed.index_of_first_image = first + 1
+
+
+def save_maps(
+    p: Any,
+    maps: Mapping[int, Sequence[MapImage]],
+    saved_as: Mapping[int, str],
+    infotexts: Mapping[int, str],
+    folder: Path | None,
+) -> list[str]:
+    """Save every map; `saved_as[image]` is the file its image was saved to, if it was. Returns the files."""
+    files = []
+    extension = shared.opts.samples_format
+    for index, image_maps in maps.items():
+        image_file = saved_as.get(index)
+        seed = p.all_seeds[index] if index < len(p.all_seeds) else None
+        prompt = p.all_prompts[index] if index < len(p.all_prompts) else ""
+        for m in image_maps:
+            info = map_infotext(infotexts.get(index, ""), m)
+            if image_file is not None:
+                target = str(folder if folder is not None else Path(image_file).parent)
+                stem = Path(image_file).stem
+                fullfn, _ = images.save_image(
+                    m.image, target, "", seed, prompt, extension, info=info, p=p,
+                    forced_filename=f"{stem}{map_suffix(m)}", save_to_dirs=False,
+                )  # fmt: skip
+            else:
+                target = str(folder) if folder is not None else p.outpath_samples
+                fullfn, _ = images.save_image(
+                    m.image, target, "", seed, prompt, extension, info=info, p=p, suffix=map_suffix(m)
+                )
+            files.append(fullfn)
+    return files
+
+
+def merge_difference(base: Any, lp: Any, diffs: Mapping[int, Sequence[MapImage]], p: Any, owners: Mapping[int, str]):
+    """One gallery for a difference-map job: both runs' grids, both runs' images with their maps, then the
+    difference maps image by image. Metadata lists stay flat and aligned with the images after the grids."""
+    bf, lf = base.index_of_first_image, lp.index_of_first_image
+    order = sorted(diffs)
+    diff_maps = [(i, m) for i in order for m in diffs[i]]
+    images = [*base.images[:bf], *lp.images[:lf], *base.images[bf:], *lp.images[lf:], *(m.image for _, m in diff_maps)]
+    infos = [*base.infotexts[:bf], *lp.infotexts[:lf], *base.infotexts[bf:], *lp.infotexts[lf:]]
+    infos += [map_infotext(owners.get(i, ""), m) for i, m in diff_maps]
+    for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        per_image = getattr(p, name, None) or []
+        owners_values = [per_image[i] if i < len(per_image) else None for i, _ in diff_maps]
+        setattr(lp, name, [*getattr(base, name), *getattr(lp, name), *owners_values])
+    lp.images, lp.infotexts, lp.index_of_first_image = images, infos, bf + lf
+    lp.comments = "\n".join(c for c in (base.comments, lp.comments) if c)
+    return lp
