@@ -113,7 +113,8 @@ class _Palette:
 
     `levels=True`: indexed by the signed 8-bit level trunc(clip(v·256, −255, 255)) + 255 (511 entries + black), which
     reproduces the original's truncation exactly. `levels=False`: indexed by the nearest of `LUT_SAMPLES` samples of
-    v in [−1, 1]. `table` is uint8 (mode L) or 3-byte void records (mode RGB) so one `take` gathers whole pixels.
+    v in [−1, 1]. `table` is uint8 (mode L) or uint32 RGBX pixels (mode RGB: bytes R, G, B, 0 in memory) so one
+    `take` gathers whole pixels, and PIL can read them as raw "RGBX".
     """
 
     table: np.ndarray
@@ -172,8 +173,25 @@ class Colorizer:
 
     def __call__(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
         """Colour maps (N, h, w) (numpy or torch, any float dtype): uint8 (N, h, w) in mode L, else (N, h, w, 3)."""
+        out = self.packed(maps)
+        if self.mode == "L":
+            return out
+        return np.ascontiguousarray(out.view(np.uint8).reshape(*out.shape, 4)[..., :3])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """What `packed` returns: uint8 (mode L) or uint32 (mode RGB)."""
+        return self._palette.table.dtype
+
+    def packed(self, maps: np.ndarray | torch.Tensor, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Colour maps (N, h, w) into uint8 (N, h, w) in mode L, or one uint32 RGBX pixel each in mode RGB (the
+        fastest form: PIL reads it as raw "RGBX"; see `render`). `out`: a C-contiguous (N, h, w) array of `dtype`
+        to write into, every element of which is overwritten."""
         x = _as_maps(maps)
-        out = np.zeros(x.shape, dtype=self._palette.table.dtype)
+        if out is None:
+            out = np.zeros(x.shape, dtype=self.dtype)
+        elif out.shape != x.shape or out.dtype != self.dtype:
+            raise ValueError(f"packed: out must be {x.shape} {self.dtype}, got {out.shape} {out.dtype}")
         if x.size:
             with np.errstate(all="ignore"):
                 lo, hi = _ranges(x, self.settings)
@@ -183,9 +201,7 @@ class Colorizer:
                     maps_ = slice(start, start + step)
                     v = _transform(x[maps_], self.settings, _rows(lo, maps_), _rows(hi, maps_))
                     self._palette.fill(v, out[maps_])
-        if self.mode == "L":
-            return out
-        return out.view(np.uint8).reshape(*x.shape, 3)
+        return out
 
 
 def average_map(x: np.ndarray | torch.Tensor, how: Average) -> np.ndarray:
@@ -383,9 +399,11 @@ def _custom_palette(space: Space, first: Expression, second: Expression, third: 
 
 
 def _palette(colours: np.ndarray, *, levels: bool) -> _Palette:
-    """Append the black NaN entry; pack RGB triples into 3-byte records so `take` moves whole pixels."""
+    """Append the black NaN entry; pack RGB triples into 4-byte RGBX pixels so `take` moves whole pixels."""
     black = np.zeros((1, *colours.shape[1:]), dtype=np.uint8)
     table = np.ascontiguousarray(np.concatenate([colours, black]))
     if table.ndim == 1:
         return _Palette(table, "L", levels)
-    return _Palette(table.view(np.dtype((np.void, 3))).reshape(-1), "RGB", levels)
+    rgbx = np.zeros((len(table), 4), dtype=np.uint8)
+    rgbx[:, :3] = table
+    return _Palette(rgbx.view(np.uint32).reshape(-1), "RGB", levels)

@@ -55,11 +55,12 @@ def canvas_size(across: int, down: int, tile_width: int, tile_height: int) -> tu
     return across * (tile_width + 1) - 1, down * (tile_height + 1) - 1
 
 
-def tile(images: np.ndarray, across: int, down: int) -> np.ndarray:
+def tile(images: np.ndarray, across: int, down: int, *, out: np.ndarray | None = None) -> np.ndarray:
     """Place images (N, h, w) or (N, h, w, channels) on a black canvas of across × down tiles, row-major.
 
     Returns an array of the images' dtype shaped (down·(h+1)−1, across·(w+1)−1[, channels]): image 0 at the top
     left, then along the first row, then the next; 1-pixel black gaps; unused slots stay black. N ≤ across·down.
+    `out`, if given, is a C-contiguous array of that shape and dtype to draw on (it is cleared first).
     """
     if images.ndim not in (3, 4):
         raise ValueError(f"tile: expected images shaped (N, h, w) or (N, h, w, channels), got {images.shape}")
@@ -70,7 +71,13 @@ def tile(images: np.ndarray, across: int, down: int) -> np.ndarray:
         raise ValueError(f"tile: {count} images do not fit in a {across}×{down} grid")
     extra = images.shape[3:]
     canvas_width, canvas_height = canvas_size(across, down, width, height)
-    canvas = np.zeros((canvas_height, canvas_width, *extra), dtype=images.dtype)
+    if out is None:
+        canvas = np.zeros((canvas_height, canvas_width, *extra), dtype=images.dtype)
+    else:
+        if out.shape != (canvas_height, canvas_width, *extra) or out.dtype != images.dtype:
+            raise ValueError(f"tile: out must be {(canvas_height, canvas_width, *extra)} {images.dtype}")
+        canvas = out
+        canvas.fill(0)
     # The tile slots as one strided view (down, h, across, w, …) of the canvas: a slot starts every h+1 rows and
     # every w+1 columns. Slots never overlap and the last one ends at the canvas's last pixel, so writing is safe.
     row, column = canvas.strides[:2]

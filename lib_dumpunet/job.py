@@ -260,6 +260,7 @@ class Job(AbstractContextManager):
             needed = {(p, t) for blocks in texts.values() for t in blocks.values() for p in passes}
             new = {key: self.host.encode(key[1], key[0]) for key in sorted(needed - set(self.switch.schedules))}
             self.switch.add(texts, new)
+            log.debug("images %d…: %d per-block texts, %d newly encoded", first_image, len(needed), len(new))
         return out_prompts, out_negatives
 
     def denoiser_call(self, *, pass_index: int, step: int, schedule_step: int, cond_counts: Sequence[int]) -> None:
@@ -287,6 +288,7 @@ class Job(AbstractContextManager):
             tokens = self._tokens(key) if key.kind == "qk" and plan.token_labels else None
             points = plan.points if key.kind == "self" else None
             maps += render(key, taken[key], plan.colorizer, average=plan.average, tokens=tokens, points=points)
+        log.debug("image %d: %d maps from %d captured tensors", image, len(maps), len(taken) - len(kept))
         return maps
 
     def order(self, key: Key) -> tuple:

@@ -13,6 +13,7 @@ self-attention). Colours come from a `Colorizer`; tiles and canvases from `grid`
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lib_dumpunet.capture import Key
 from lib_dumpunet.colorize import Colorizer, average_map
-from lib_dumpunet.grid import grid_shape, tile
+from lib_dumpunet.grid import canvas_size, grid_shape, tile
 
 __all__ = ["KIND_NAMES", "MapImage", "describe", "render"]
 
@@ -37,7 +38,6 @@ KIND_NAMES = {
 }
 # Token labels need columns at least this wide to be readable; narrower tiles are enlarged (nearest) first.
 _LABEL_MIN_TILE = 12
-_MARK = np.array([255, 255, 255], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -75,26 +75,57 @@ def render(
 ) -> list[MapImage]:
     """The gallery images for one captured tensor, averaged map first when `average` is "sum", "1-norm" or "2-norm"."""
     x = tensor.detach().float().cpu()
-    images: list[tuple[np.ndarray, bool]] = []
+    images: list[tuple[Image.Image, bool]] = []
     if key.kind == "k":
         maps = x.transpose(1, 2)  # (heads, d, T): each head a d × T tile
         if average:
-            images.append((colorizer(average_map(maps, average)[None])[0], True))
-        images.append((tile(colorizer(maps), 1, maps.shape[0]), False))
+            images.append((_image(colorizer.packed(average_map(maps, average)[None])[0]), True))
+        images.append((_image(tile(colorizer.packed(maps), 1, maps.shape[0])), False))
     elif key.kind in ("qk", "self"):
         heads, columns = x.shape[:2]
         mark = _point_marks(points, *x.shape[-2:]) if key.kind == "self" else None
         if average:
             mean = average_map(x.reshape(heads, -1, x.shape[-1]), average).reshape(x.shape[1:])  # over heads
-            images.append((_columns(colorizer(mean), columns, 1, tokens, mark), True))
+            images.append((_columns(colorizer.packed(mean), columns, 1, tokens, mark), True))
         flat = x.reshape(heads * columns, *x.shape[-2:])
-        images.append((_columns(colorizer(flat), columns, heads, tokens, mark), False))
+        images.append((_columns(colorizer.packed(flat), columns, heads, tokens, mark), False))
     else:  # features, V*Q*K, differences: one tile per channel
         if average:
-            images.append((colorizer(average_map(x, average)[None])[0], True))
-        across, down = grid_shape(x.shape[0], x.shape[2], x.shape[1])
-        images.append((tile(colorizer(x), across, down), False))
-    return [MapImage(key, Image.fromarray(a), describe(key, averaged=avg), avg) for a, avg in images]
+            images.append((_image(colorizer.packed(average_map(x, average)[None])[0]), True))
+        images.append((_channel_grid(x, colorizer), False))
+    return [MapImage(key, image, describe(key, averaged=avg), avg) for image, avg in images]
+
+
+def _channel_grid(x: torch.Tensor, colorizer: Colorizer) -> Image.Image:
+    """One tile per channel on the original's grid. The big intermediate arrays live in per-thread scratch memory
+    reused from call to call (PIL copies the canvas), so a 320×64×64 block costs no fresh megabytes of page faults."""
+    channels, height, width = x.shape
+    across, down = grid_shape(channels, width, height)
+    pixels = colorizer.packed(x, out=_scratch("pixels", x.shape, colorizer.dtype))
+    canvas_width, canvas_height = canvas_size(across, down, width, height)
+    canvas = tile(pixels, across, down, out=_scratch("canvas", (canvas_height, canvas_width), colorizer.dtype))
+    return _image(canvas)
+
+
+_local = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous array of `shape` and `dtype` in this thread's reusable buffer `name` (grown as needed)."""
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    buffers = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[name] = np.empty(size, dtype=np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
+def _image(pixels: np.ndarray) -> Image.Image:
+    """A PIL image of coloured pixels: uint8 grey (mode L), or uint32 RGBX read as RGB without a numpy copy."""
+    if pixels.dtype == np.uint32:
+        height, width = pixels.shape
+        return Image.frombytes("RGB", (width, height), np.ascontiguousarray(pixels), "raw", "RGBX")
+    return Image.fromarray(pixels, "L")
 
 
 def _columns(
@@ -103,17 +134,17 @@ def _columns(
     down: int,
     labels: Sequence[str] | None,
     marks: np.ndarray | None,
-) -> np.ndarray:
+) -> Image.Image:
     """Tiles in `down` rows of `across` columns; query points marked; labels under the columns if given."""
     if marks is not None:
         tiles = tiles.copy()
+        white = np.array([255, 255, 255, 0], np.uint8).view(np.uint32)[0] if tiles.dtype == np.uint32 else 255
         for column in range(across):
-            rows = tiles[column::across]
-            rows[:, marks[column]] = _MARK if rows.ndim == 4 else 255
+            tiles[column::across][:, marks[column]] = white
     if labels is not None and tiles.shape[2] < _LABEL_MIN_TILE:
         scale = math.ceil(_LABEL_MIN_TILE / tiles.shape[2])
         tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    canvas = tile(tiles, across, down)
+    canvas = _image(tile(tiles, across, down))
     if labels is None:
         return canvas
     labels = [*labels[:across], *["pad"] * (across - len(labels))]  # rows padded to a longer prompt's chunks
@@ -135,20 +166,21 @@ def _font() -> ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
-def _with_labels(canvas: np.ndarray, pitch: int, labels: Sequence[str]) -> np.ndarray:
-    """Append a strip below `canvas` with each label written bottom-to-top under its column."""
+def _with_labels(canvas: Image.Image, pitch: int, labels: Sequence[str]) -> Image.Image:
+    """`canvas` with a strip below it, each label written bottom-to-top under its column."""
     font = _font()
     texts = [label[:24] for label in labels]
     longest = max((int(font.getlength(t)) for t in texts), default=0) + 4
-    mode = "RGB" if canvas.ndim == 3 else "L"
-    strip = Image.new(mode, (canvas.shape[1], longest), 0)
+    out = Image.new(canvas.mode, (canvas.width, canvas.height + longest), 0)
+    out.paste(canvas, (0, 0))
+    white = "white" if canvas.mode == "RGB" else 255
     for column, text in enumerate(texts):
         if not text:
             continue
         box = font.getbbox(text)
-        word = Image.new(mode, (int(font.getlength(text)) + 2, box[3] + 2), 0)
-        ImageDraw.Draw(word).text((1, 0), text, fill="white" if mode == "RGB" else 255, font=font)
+        word = Image.new(canvas.mode, (int(font.getlength(text)) + 2, box[3] + 2), 0)
+        ImageDraw.Draw(word).text((1, 0), text, fill=white, font=font)
         word = word.rotate(90, expand=True)
         x = column * pitch + max(0, (pitch - 1 - word.width) // 2)
-        strip.paste(word, (x, 2))
-    return np.concatenate([canvas, np.asarray(strip)], axis=0)
+        out.paste(word, (x, canvas.height + 2))
+    return out

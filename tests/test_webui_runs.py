@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import unets
+from fakewebui import tiny_model
 from PIL import Image
 from webuihelp import features, hooks_on, map_labels, script_args, section_args, session
 
@@ -292,3 +293,34 @@ def test_difference_maps_with_batch_count(w):
     assert seeds[1] == seeds[3]
     base, with_lp = pixels(processed.images[0]), pixels(processed.images[2])
     assert not np.array_equal(base, with_lp), "the per-block prompt changes the image"
+
+
+def test_webui_size_520x776(w):
+    p = w.txt2img(section_args(w, features("IN00, OUT02", **{"features.steps": "1"})), width=520, height=776, steps=1)
+    processed = w.run(p)
+    assert map_labels(w, processed) == [None, "IN00, step 1, U-Net features", "OUT02, step 1, U-Net features"]
+    assert processed.images[0].size == (520, 776)
+
+
+def test_no_hook_survives_a_checkpoint_switch_after_a_failed_run(w):
+    old = w.unet
+    with pytest.raises(DumpUnetError):
+        w.run(w.txt2img(section_args(w, features("IN99"))))
+    info = w.sd_models.CheckpointInfo("other.safetensors", builder=lambda: tiny_model.build(unets.SD1, 1))
+    w.sd_models.load_model(info)
+    try:
+        processed = w.run(w.txt2img(section_args(w, features("M00", **{"features.steps": "1"}))))
+        assert map_labels(w, processed) == [None, "M00, step 1, U-Net features"]
+        assert w.unet is not old
+        assert hooks_on(old) == hooks_on(w.unet) == 0
+    finally:
+        w.sd_models.load_model(w.checkpoint_info)
+
+
+def test_log_to_stderr_is_scoped_to_the_run(w, capsys):
+    w.run(w.txt2img(section_args(w, features("M00", **{"features.steps": "1", "output.debug": True}))))
+    err = capsys.readouterr().err
+    assert "[Dump U-Net] lib_dumpunet" in err
+    assert "image 0: 1 maps" in err
+    w.run(w.txt2img(section_args(w, features("M00", **{"features.steps": "1"}))))
+    assert "[Dump U-Net]" not in capsys.readouterr().err

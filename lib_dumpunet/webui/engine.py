@@ -73,12 +73,20 @@ class Run:
     files: dict[int, str] = field(default_factory=dict)
     owners: dict[int, str] = field(default_factory=dict)
     save_folder: Path | None = None
+    # "log to stderr": a handler on the library's logger for the length of the run, and the level to restore
+    log_handler: logging.Handler | None = None
+    log_level: int = logging.NOTSET
 
     def close(self) -> None:
         if self.job is not None:
             self.job.close()
         if self.refusal is not None:
             self.refusal.close()
+        if self.log_handler is not None:
+            logger = logging.getLogger("lib_dumpunet")
+            logger.removeHandler(self.log_handler)
+            logger.setLevel(self.log_level)
+            self.log_handler = None
 
 
 def is_shared() -> bool:
@@ -162,7 +170,11 @@ class Engine:
             self.run = Run(p, request)
             self._reset_on_close(p)
             if request.settings.output.debug:
-                logging.getLogger("lib_dumpunet").setLevel(logging.DEBUG)
+                logger = logging.getLogger("lib_dumpunet")
+                self.run.log_level, self.run.log_handler = logger.level, logging.StreamHandler()
+                self.run.log_handler.setFormatter(logging.Formatter("[Dump U-Net] %(name)s: %(message)s"))
+                logger.addHandler(self.run.log_handler)
+                logger.setLevel(logging.DEBUG)
 
     def process(self, p: Any) -> None:
         run = self._run_of(p)
@@ -186,6 +198,7 @@ class Engine:
             self._refuse(run, unet, err)
             return
         run.job = Job(plan, layout, WebuiHost(p), role=run.request.role).__enter__()
+        log.debug("attached to %s: %s", layout, plan)
         p.extra_generation_params[INFOTEXT_KEY] = infotext.encode(run.request.settings)
 
     def process_batch(self, p: Any, batch_number: int) -> None:

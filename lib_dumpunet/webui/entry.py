@@ -157,6 +157,7 @@ def _run_difference(p: Any, settings: JobSettings) -> Any:
             break
         q = copy.copy(p)
         q.extra_generation_params = dict(p.extra_generation_params)
+        q.comments = dict(getattr(p, "comments", {}))
         q.override_settings = dict(p.override_settings)
         setattr(q, REQUEST, Request(settings, role, "script"))
         processed = processing.process_images(q)
