@@ -20,13 +20,13 @@ A layer whose query count is not h·w (token merging, Hypertile) is skipped with
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lib_dumpunet.capture import Capture, Key, rows_to_keep
+from lib_dumpunet.capture import Capture, Recorder
 from lib_dumpunet.hooks import HookSet
 from lib_dumpunet.layout import AttentionInfo, UNetLayout
 from lib_dumpunet.sampling import SamplingTracker, UNetCall
@@ -65,20 +65,12 @@ def _out_projection(module: nn.Module) -> nn.Module:
     return to_out[0] if isinstance(to_out, nn.Sequential) else to_out
 
 
-class _AttentionRecorder:
-    """Shared machinery: taps on every chosen attention module of `kind`, and a `finish` per recorded call."""
+class _AttentionRecorder(Recorder):
+    """Shared machinery: taps on every chosen attention module of `attn_kind`; after each recorded call of one,
+    the maps `_maps` computes from its tap are filed."""
 
     attn_kind = "attn2"
     needs_out = False
-
-    def __init__(self, blocks: Iterable[str], steps: StepSelection, *, uncond: bool, dtype: torch.dtype | None):
-        self.blocks = tuple(blocks)
-        self.steps = steps
-        self.uncond = uncond
-        self.dtype = dtype
-
-    def wants(self, call: UNetCall | None) -> bool:
-        return call is not None and call.step.first_eval and call.step.step in self.steps
 
     def attach(self, hooks: HookSet, layout: UNetLayout, tracker: SamplingTracker, capture: Capture) -> None:
         for info in layout.attentions(self.blocks, self.attn_kind):
@@ -139,6 +131,17 @@ class _AttentionRecorder:
         return ok
 
     def _finish(self, tap: _Tap, call: UNetCall, capture: Capture) -> None:
+        if not self._usable(tap, call):
+            return
+        idx = self.kept_rows(call)
+        if not idx:
+            return
+        with torch.no_grad():
+            for kind, batch in self._maps(tap, idx):
+                self.store(capture, call, idx, tap.info.label, kind, batch)
+
+    def _maps(self, tap: _Tap, idx: list[int]) -> Iterator[tuple[str, torch.Tensor]]:
+        """(kind, one row of maps per kept row) for a usable tap."""
         raise NotImplementedError
 
 
@@ -168,30 +171,18 @@ class CrossAttentionRecorder(_AttentionRecorder):
         self.kinds = tuple(k for k in CROSS_KINDS if k in kinds)
         self.needs_out = "vqk" in self.kinds
 
-    def _finish(self, tap: _Tap, call: UNetCall, capture: Capture) -> None:
-        if not self._usable(tap, call):
-            return
-        idx, rows = rows_to_keep(call, uncond=self.uncond)
-        if not idx:
-            return
+    def _maps(self, tap: _Tap, idx: list[int]) -> Iterator[tuple[str, torch.Tensor]]:
         heads, (h, w) = tap.info.heads, tap.hw
-        step = call.step
-
-        def keys(kind: str) -> list[Key]:
-            return [Key(r.image, step.pass_index, step.step, tap.info.label, kind, r.branch, r.sub) for r in rows]
-
-        with torch.no_grad():
-            k = _heads(tap.k[idx], heads)  # (R, heads, T, d)
-            if "k" in self.kinds:
-                capture.store(keys("k"), k, self.dtype)
-            if "qk" in self.kinds:
-                q = _heads(tap.q[idx], heads)  # (R, heads, N, d)
-                probs = torch.softmax(q @ k.transpose(-1, -2) * tap.scale, dim=-1)  # (R, heads, N, T)
-                maps = probs.transpose(-1, -2).reshape(len(idx), heads, k.shape[2], h, w)
-                capture.store(keys("qk"), maps, self.dtype)
-            if "vqk" in self.kinds and tap.out is not None:
-                out = tap.out[idx]  # (R, N, C)
-                capture.store(keys("vqk"), out.transpose(1, 2).reshape(len(idx), out.shape[2], h, w), self.dtype)
+        k = _heads(tap.k[idx], heads)  # (R, heads, T, d)
+        if "k" in self.kinds:
+            yield "k", k
+        if "qk" in self.kinds:
+            q = _heads(tap.q[idx], heads)  # (R, heads, N, d)
+            probs = torch.softmax(q @ k.transpose(-1, -2) * tap.scale, dim=-1)  # (R, heads, N, T)
+            yield "qk", probs.transpose(-1, -2).reshape(len(idx), heads, k.shape[2], h, w)
+        if "vqk" in self.kinds and tap.out is not None:
+            out = tap.out[idx]  # (R, N, C)
+            yield "vqk", out.transpose(1, 2).reshape(len(idx), out.shape[2], h, w)
 
 
 class SelfAttentionRecorder(_AttentionRecorder):
@@ -222,18 +213,9 @@ class SelfAttentionRecorder(_AttentionRecorder):
         """Flat indices of the query points on an h×w grid."""
         return [min(int(y * h), h - 1) * w + min(int(x * w), w - 1) for x, y in self.points]
 
-    def _finish(self, tap: _Tap, call: UNetCall, capture: Capture) -> None:
-        if not self._usable(tap, call):
-            return
-        idx, rows = rows_to_keep(call, uncond=self.uncond)
-        if not idx:
-            return
+    def _maps(self, tap: _Tap, idx: list[int]) -> Iterator[tuple[str, torch.Tensor]]:
         heads, (h, w) = tap.info.heads, tap.hw
-        step = call.step
-        with torch.no_grad():
-            q = _heads(tap.q[idx][:, self.positions(h, w)], heads)  # (R, heads, P, d): only the chosen queries
-            k = _heads(tap.k[idx], heads)  # (R, heads, N, d)
-            maps = torch.softmax(q @ k.transpose(-1, -2) * tap.scale, dim=-1)  # (R, heads, P, N)
-            maps = maps.reshape(len(idx), heads, len(self.points), h, w)
-        keys = [Key(r.image, step.pass_index, step.step, tap.info.label, "self", r.branch, r.sub) for r in rows]
-        capture.store(keys, maps, self.dtype)
+        q = _heads(tap.q[idx][:, self.positions(h, w)], heads)  # (R, heads, P, d): only the chosen queries
+        k = _heads(tap.k[idx], heads)  # (R, heads, N, d)
+        maps = torch.softmax(q @ k.transpose(-1, -2) * tap.scale, dim=-1)  # (R, heads, P, N)
+        yield "self", maps.reshape(len(idx), heads, len(self.points), h, w)

@@ -19,10 +19,10 @@ import torch
 
 from lib_dumpunet.hooks import HookSet
 from lib_dumpunet.layout import UNetLayout
-from lib_dumpunet.sampling import Branch, Row, SamplingTracker, UNetCall
+from lib_dumpunet.sampling import Branch, SamplingTracker, UNetCall
 from lib_dumpunet.specs import StepSelection
 
-__all__ = ["Capture", "FeatureRecorder", "Key"]
+__all__ = ["Capture", "FeatureRecorder", "Key", "Recorder"]
 
 
 @dataclass(frozen=True)
@@ -101,15 +101,40 @@ class Capture:
         self._pending.clear()
 
 
-def rows_to_keep(call: UNetCall, *, uncond: bool) -> tuple[list[int], list[Row]]:
-    """Positions and roles of the rows of a U-Net call that a recorder keeps."""
-    idx = call.indices(uncond=uncond)
-    return idx, [call.rows[i] for i in idx]  # type: ignore[misc]
+class Recorder:
+    """What every recorder shares: which blocks, at which steps (first model evaluation of each), which rows (cond,
+    or uncond too), kept in which dtype; and how what it keeps is filed."""
+
+    def __init__(
+        self,
+        blocks: Iterable[str],
+        steps: StepSelection,
+        *,
+        uncond: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.blocks = tuple(blocks)
+        self.steps = steps
+        self.uncond = uncond
+        self.dtype = dtype
+
+    def wants(self, call: UNetCall | None) -> bool:
+        return call is not None and call.step.first_eval and call.step.step in self.steps
+
+    def kept_rows(self, call: UNetCall) -> list[int]:
+        """Positions of the call's rows this recorder keeps."""
+        return call.indices(uncond=self.uncond)
+
+    def store(self, capture: Capture, call: UNetCall, idx: list[int], place: str, kind: str, batch: torch.Tensor):
+        """File `batch` (one row per position in `idx`) under the keys of those rows."""
+        step = call.step
+        rows = [call.rows[i] for i in idx]
+        keys = [Key(r.image, step.pass_index, step.step, place, kind, r.branch, r.sub) for r in rows]  # type: ignore[union-attr]
+        capture.store(keys, batch, self.dtype)
 
 
-class FeatureRecorder:
-    """Records the outputs of `blocks` at the sampler steps in `steps` (first model evaluation of each step),
-    filed under `kind`."""
+class FeatureRecorder(Recorder):
+    """Records the outputs of `blocks` at the sampler steps in `steps`, filed under `kind`."""
 
     def __init__(
         self,
@@ -120,14 +145,8 @@ class FeatureRecorder:
         dtype: torch.dtype | None = None,
         kind: str = "features",
     ) -> None:
-        self.blocks = tuple(blocks)
-        self.steps = steps
-        self.uncond = uncond
-        self.dtype = dtype
+        super().__init__(blocks, steps, uncond=uncond, dtype=dtype)
         self.kind = kind
-
-    def wants(self, call: UNetCall | None) -> bool:
-        return call is not None and call.step.first_eval and call.step.step in self.steps
 
     def attach(self, hooks: HookSet, layout: UNetLayout, tracker: SamplingTracker, capture: Capture) -> None:
         for name in self.blocks:
@@ -138,11 +157,8 @@ class FeatureRecorder:
             call = tracker.current
             if not self.wants(call):
                 return
-            idx, rows = rows_to_keep(call, uncond=self.uncond)
-            if not idx:
-                return
-            step = call.step
-            keys = [Key(r.image, step.pass_index, step.step, name, self.kind, r.branch, r.sub) for r in rows]
-            capture.store(keys, output[idx], self.dtype)
+            idx = self.kept_rows(call)
+            if idx:
+                self.store(capture, call, idx, name, self.kind, output[idx])
 
         return record

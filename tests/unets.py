@@ -167,10 +167,10 @@ def build(flavour: Flavour, seed: int = 0) -> openaimodel.UNetModel:
     return BUILDERS[flavour.name](seed)
 
 
-class _TorchWithSkipResize:
-    """Stands in for `torch` inside ldm's openaimodel, as the webui's sd_hijack_unet does: `cat` of an
+class TorchHijackForUnet:
+    """Stands in for `torch` inside ldm's openaimodel, as the webui's sd_hijack_unet does (same name): `cat` of an
     upsampled tensor and its skip tensor first resizes the former to the latter (nearest), so image sizes that are
-    not multiples of 64 work."""
+    not multiples of 64 work. The fake webui's `modules.sd_hijack_unet` installs this same class."""
 
     def __getattr__(self, item: str):
         return getattr(torch, item)
@@ -189,7 +189,7 @@ class _TorchWithSkipResize:
 def webui_skip_resize() -> Iterator[None]:
     """Patch ldm's U-Net module the way the webui does, for the duration of the block."""
     saved = openaimodel.th
-    openaimodel.th = _TorchWithSkipResize()
+    openaimodel.th = TorchHijackForUnet()
     try:
         yield
     finally:
