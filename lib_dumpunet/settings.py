@@ -202,7 +202,8 @@ def from_values(values: Sequence[Any]) -> JobSettings:
     """Settings from values in `FIELDS` order (what the webui passes a script); missing trailing values default.
 
     A dict in first place (`[{"features.layers": "IN00-OUT11", …}]`) is read by field path instead, for API
-    callers; whatever follows it (the webui fills the remaining positions with the UI defaults) is ignored.
+    callers; whatever follows it is ignored (the API replaces this script's whole slice of the argument list with
+    what the caller sent, so the arguments of the scripts listed after it follow).
     """
     if values and isinstance(values[0], Mapping):
         return from_mapping(values[0])

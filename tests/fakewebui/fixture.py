@@ -125,8 +125,9 @@ class FakeWebui:
         script_name: str | None = None,
         script_args: Sequence = (),
     ) -> list:
-        """`p.script_args` as the API builds it: defaults, then `alwayson_scripts={"<title>": {"args": [...]}}`
-        written positionally at each script's args_from, then a dropdown script by title with its own args."""
+        """`p.script_args` as the API's init_script_args builds it: defaults; a dropdown script by title, its
+        `script_args` replacing its whole args_from..args_to slice; then `alwayson_scripts={"<title>": {"args":
+        [...]}}` written positionally from each always-on script's args_from."""
         args = self.default_script_args(runner)
 
         def find(title):
@@ -140,7 +141,8 @@ class FakeWebui:
             if script.alwayson:
                 raise ValueError(f"{script_name} is an always-on script")
             args[0] = runner.selectable_scripts.index(script) + 1
-            args[script.args_from : script.args_from + len(script_args)] = list(script_args)
+            # the whole slice is replaced: shorter script_args shift the arguments of the scripts after this one
+            args[script.args_from : script.args_to] = list(script_args)
         for title, request in (alwayson_scripts or {}).items():
             script = find(title)
             if not script.alwayson:
