@@ -4,9 +4,11 @@ interrupts, errors, saving, infotext, difference maps — with the real ldm U-Ne
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import unets
 from fakewebui import tiny_model
 from PIL import Image
@@ -324,3 +326,31 @@ def test_log_to_stderr_is_scoped_to_the_run(w, capsys):
     assert "image 0: 1 maps" in err
     w.run(w.txt2img(section_args(w, features("M00", **{"features.steps": "1"}))))
     assert "[Dump U-Net]" not in capsys.readouterr().err
+
+
+# --- sampler steps from the denoiser's call counter ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sampler", "steps", "total", "expected"),
+    [
+        ("Euler", 4, 4, [1, 2, 3, 4]),
+        ("Heun", 3, 6, [1, 1, 2, 2, 3]),  # second order: two calls a step, one for the last
+        ("DDIM", 4, 4, [1, 2, 3]),  # webui 1.10's DDIM evaluates the model once fewer than its steps
+        ("PLMS", 4, 4, [1, 1, 2, 3]),  # PLMS warms up with a second call in its first step
+    ],
+)
+def test_denoiser_calls_become_sampler_steps(w, sampler, steps, total, expected):
+    from lib_dumpunet.webui.host import denoiser_call  # needs the fake webui's modules on sys.path
+
+    config = SimpleNamespace(name=sampler)
+    denoiser = SimpleNamespace(steps=steps, total_steps=total, sampler=SimpleNamespace(config=config))
+    cond = torch.zeros(1, 77, 8)
+    seen = []
+    for calls in range(len(expected)):
+        denoiser.step = calls
+        params = SimpleNamespace(denoiser=denoiser, text_cond=cond, text_uncond=cond)
+        call = denoiser_call(params, SimpleNamespace(steps=steps, is_hr_pass=False))
+        assert call.schedule_step == calls, "prompt schedules follow the webui's own counter"
+        seen.append(call.step)
+    assert seen == expected

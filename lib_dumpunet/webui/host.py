@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from modules import prompt_parser, sd_samplers, shared
+from modules import devices, prompt_parser, sd_samplers, shared
 
 from lib_dumpunet.block_prompts import Schedule, ScheduledCond
 
@@ -64,9 +64,10 @@ class WebuiHost:
             hr_sampler = getattr(p, "hr_sampler_name", None) or p.sampler_name
             steps = first_pass
             hires_steps = _total_steps(hr_sampler, getattr(p, "hr_second_pass_steps", 0) or p.steps)
-        (schedule,) = prompt_parser.get_learned_conditioning(
-            self.model, texts, steps, hires_steps, getattr(shared.opts, "use_old_scheduling", False)
-        )
+        with devices.autocast():  # as the webui encodes its own conds, so equal texts give equal contexts
+            (schedule,) = prompt_parser.get_learned_conditioning(
+                self.model, texts, steps, hires_steps, getattr(shared.opts, "use_old_scheduling", False)
+            )
         return tuple(ScheduledCond(s.end_at_step, _crossattn(s.cond)) for s in schedule)
 
     def split_and(self, prompt: str) -> list[str]:
@@ -138,14 +139,24 @@ class DenoiserCall:
     cond_counts: tuple[int, ...] | None  # None: rows cannot be attributed (left unrecorded)
 
 
+# Samplers whose first step evaluates the model more often than the others (PLMS warms up with one extra call).
+_WARM_UP_CALLS = {"PLMS": 1}
+
+
 def denoiser_call(params: Any, p: Any) -> DenoiserCall:
-    """Read an `on_cfg_denoiser` callback's params (webui ≥ 1.8, which passes the denoiser)."""
+    """Read an `on_cfg_denoiser` callback's params (webui ≥ 1.8, which passes the denoiser).
+
+    The denoiser counts model calls; `total_steps` tells how many a second-order sampler makes per step (two, one
+    for the last step). DDIM in webui 1.10 evaluates the model once fewer than its steps, so its last step never
+    comes; PLMS evaluates twice in its first step."""
     denoiser = params.denoiser
     calls = int(denoiser.step)
     steps = int(getattr(denoiser, "steps", None) or p.steps)
     total = int(getattr(denoiser, "total_steps", None) or steps)
     multiplier = max(1, round(total / steps))
-    step = min(calls // multiplier, steps - 1) + 1
+    config = getattr(getattr(denoiser, "sampler", None), "config", None)
+    stepping = max(0, calls - _WARM_UP_CALLS.get(getattr(config, "name", None), 0))
+    step = min(stepping // multiplier, steps - 1) + 1
     return DenoiserCall(1 if getattr(p, "is_hr_pass", False) else 0, step, calls, _cond_counts(params, denoiser))
 
 
