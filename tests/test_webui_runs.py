@@ -246,6 +246,27 @@ def test_settings_are_written_to_the_infotext_and_pasted_back(w):
     assert plain[0].get("value") is False, "pasting an image without Dump U-Net switches the section off"
 
 
+def test_send_to_img2img_carries_the_section_over(w):
+    """The txt2img gallery's "Send to img2img" copies inputs by paste name, from tab to tab."""
+    binding = w.infotext_utils.ParamBinding(
+        paste_button=None,
+        tabname="img2img",
+        source_tabname="txt2img",
+        paste_field_names=w.scripts.scripts_txt2img.paste_field_names,
+    )
+    inputs, outputs = w.infotext_utils.tab_to_tab_fields(binding)
+    section = {tab: _section_inputs(w, tab) for tab in ("txt2img", "img2img")}
+    assert [c for c in inputs if c in section["txt2img"]] == section["txt2img"]
+    assert [c for c in outputs if c in section["img2img"]] == section["img2img"]
+    pairs = [(a, b) for a, b in zip(inputs, outputs, strict=True) if a in section["txt2img"]]
+    assert pairs == list(zip(section["txt2img"], section["img2img"], strict=True)), "each input lands on its twin"
+
+
+def _section_inputs(w, tab: str) -> list:
+    section = next(s for s in w.runner(tab == "img2img").alwayson_scripts if s.title() == "Dump U-Net")
+    return list(section.controls)
+
+
 # --- per-block prompts and difference maps ----------------------------------------------------------------------------
 
 

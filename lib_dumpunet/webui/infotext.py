@@ -3,6 +3,10 @@
 One infotext entry, `Dump U-Net: {...}`, holds the settings that differ from their defaults as JSON (the webui
 quotes it). Pasting restores them into the always-visible section: each input gets its value, or its default when
 the image was made with Dump U-Net but left that setting alone; an image without the entry switches the section off.
+
+"Send to img2img" from the txt2img gallery copies inputs from tab to tab instead, matching the names in
+`infotext_fields` against the scripts' `paste_field_names`. Each setting's paste function is that name: one function
+object per setting, shared by the txt2img and img2img sections, so `PASTE_NAMES` makes the whole section travel.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from lib_dumpunet.settings import FIELDS, JobSettings, changed_values
 
-__all__ = ["INFOTEXT_KEY", "encode", "paste_fields", "restored"]
+__all__ = ["INFOTEXT_KEY", "PASTE_NAMES", "encode", "paste_fields", "restored"]
 
 INFOTEXT_KEY = "Dump U-Net"
 
@@ -34,18 +38,27 @@ def restored(params: Mapping[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _setting_getter(path: str, default: Any) -> Callable[[Mapping], Any]:
+    def get(params: Mapping) -> Any:
+        data = restored(params)
+        if data is None:
+            return None  # leave the input as it is
+        v = data.get(path, default)
+        return list(v) if isinstance(v, tuple) else v
+
+    return get
+
+
+def _switch(params: Mapping) -> bool:
+    return restored(params) is not None
+
+
+# the section's switch, then every setting in FIELDS order: (paste function, which is also its paste name)
+_GETTERS: tuple[Callable[[Mapping], Any], ...] = (_switch, *(_setting_getter(f.path, f.default) for f in FIELDS))
+PASTE_NAMES: list[Callable[[Mapping], Any]] = list(_GETTERS)
+
+
 def paste_fields(components: Mapping[str, Any], enable: Any) -> list[tuple[Any, Callable[[Mapping], Any]]]:
-    """`infotext_fields` for a UI: (component, params → value or None) for every setting and the section switch."""
-
-    def value(path: str, default: Any) -> Callable[[Mapping], Any]:
-        def get(params: Mapping) -> Any:
-            data = restored(params)
-            if data is None:
-                return None  # leave the input as it is
-            v = data.get(path, default)
-            return list(v) if isinstance(v, tuple) else v
-
-        return get
-
-    fields = [(components[f.path], value(f.path, f.default)) for f in FIELDS]
-    return [(enable, lambda params: restored(params) is not None), *fields]
+    """`infotext_fields` for a UI: (component, params → value or None) for the section switch and every setting."""
+    inputs = [enable, *(components[f.path] for f in FIELDS)]
+    return list(zip(inputs, _GETTERS, strict=True))

@@ -263,3 +263,18 @@ def connect_paste(button, paste_fields, input_comp, override_settings_component,
         return res
 
     return paste_func
+
+
+def tab_to_tab_fields(binding: ParamBinding):
+    """(inputs, outputs) that connect_paste_params_buttons wires to a tab-to-tab binding's button ("Send to img2img"
+    from the txt2img gallery): the source tab's and the destination tab's fields whose name is in the list, in order;
+    the button's click copies values across (`fn=lambda *x: x`)."""
+    fields = paste_fields[binding.tabname]["fields"]
+    paste_field_names = (
+        ["Prompt", "Negative prompt", "Steps", "Face restoration"]
+        + (["Seed"] if shared.opts.send_seed else [])
+        + binding.paste_field_names
+    )
+    inputs = [field for field, name in paste_fields[binding.source_tabname]["fields"] if name in paste_field_names]
+    outputs = [field for field, name in fields if name in paste_field_names]
+    return inputs, outputs

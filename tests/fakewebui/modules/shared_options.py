@@ -322,6 +322,16 @@ options_templates.update(
 
 options_templates.update(
     options_section(
+        ("ui", "User interface", "ui"),
+        {
+            "send_seed": OptionInfo(True, "Send seed when sending prompt or image to other interface"),
+            "send_size": OptionInfo(True, "Send size when sending prompt or image to another interface"),
+        },
+    )
+)
+
+options_templates.update(
+    options_section(
         ("ui", "Live previews", "ui"),
         {
             "show_progressbar": OptionInfo(True, "Show progressbar"),
