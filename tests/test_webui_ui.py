@@ -183,6 +183,15 @@ def test_steps_axis(w):
     ]
 
 
+def test_steps_axis_without_blocks_says_what_is_missing(w):
+    w.errors.reported.clear()
+    w.xyz_plot(w.txt2img(seed=5, steps=3), "Dump U-Net: steps", "1-3(+2)")
+    assert any(
+        "the Dump U-Net: steps axis shows the averaged map of blocks that nothing" in r for r in w.errors.reported
+    )
+    assert hooks_on(w.unet) == 0
+
+
 # --- API ---------------------------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,12 @@ OVERRIDES = "dumpunet_overrides"  # attribute of `p` set by X/Y/Z axes: {setting
 CELL = "dumpunet_cell"  # attribute of `p` set by X/Y/Z axes: "map" = the cell shows a map instead of the image
 
 
+_NO_CELL_BLOCKS = (
+    "X/Y/Z plot: the Dump U-Net: steps axis shows the averaged map of blocks that nothing names; switch the Dump "
+    "U-Net section on and fill its U-Net features › Layers, or add a Dump U-Net: layers axis"
+)
+
+
 @dataclass(frozen=True)
 class Request:
     settings: JobSettings
@@ -161,9 +167,12 @@ class Engine:
         request = getattr(p, REQUEST, None)
         overrides = dict(getattr(p, OVERRIDES, {}))
         if request is None and (section is not None or overrides):
-            if getattr(p, CELL, None) == "map" and (section is None or section.features.average == "disable"):
+            cell_map = getattr(p, CELL, None) == "map"
+            if cell_map and (section is None or section.features.average == "disable"):
                 overrides["features.average"] = "sum"  # X/Y/Z cells show the averaged map
-            request = Request(apply_overrides(section or JobSettings(), overrides))
+            settings = apply_overrides(section or JobSettings(), overrides)
+            unnamed = cell_map and not settings.features.layers.strip()
+            request = Request(settings, error=DumpUnetError(_NO_CELL_BLOCKS) if unnamed else None)
         elif request is not None and section is not None:
             p.comment("Dump U-Net: the section was ignored because the Dump U-Net features script ran.")
         if request is not None and request.settings.active:

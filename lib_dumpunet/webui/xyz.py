@@ -8,7 +8,8 @@
   Dump U-Net: steps                    one cell per sampler step: the same, at that step.
 
 Axis values use the layer and step grammars (`IN00-OUT11`, `IN00-OUT11(+2)`, `1-20(+5)`). An axis turns on what it
-needs through overrides on `p`, so the Dump U-Net section does not have to be enabled. Axes are registered in an
+needs through overrides on `p`, so the Dump U-Net section does not have to be enabled — but the steps axis needs
+blocks: the section's Layers (section on) or a layers axis. Axes are registered in an
 `on_before_ui` callback, at most once each, however often the UI is reloaded.
 """
 
