@@ -121,6 +121,30 @@ def test_sizes_not_multiple_of_64_long_prompts_and_and(w):
     assert qk_long.width == qk_short.width == 154 * 14 - 1
 
 
+def test_returned_inpainting_masks_stay_with_their_image(w):
+    w.shared.opts.data.update(return_mask=True, return_mask_composite=True)
+    init = Image.new("RGB", (64, 64), (200, 120, 40))
+    args = section_args(w, features("IN00", **{"features.steps": "1"}), is_img2img=True)
+    p = w.img2img([init], args, batch_size=2, steps=2, denoising_strength=1.0)
+    p.mask_for_overlay = Image.new("L", (64, 64), 255)  # what an inpainting job's init leaves on p
+    processed = w.run(p)
+
+    def kind(image: Image.Image) -> str:
+        if "parameters" in image.info:
+            return "image"
+        if image.mode == "RGBA":
+            return "composite"
+        return "mask" if image.size == (64, 64) else "map"
+
+    assert [kind(i) for i in processed.images[processed.index_of_first_image :]] == [
+        "image",
+        "mask",
+        "composite",
+        "map",
+    ] * 2
+    assert map_labels(w, processed) == [None, "IN00, step 1, U-Net features"] * 2
+
+
 def test_long_negative_prompt_with_split_calls(w):
     w.shared.opts.data["batch_cond_uncond"] = False
     p = w.txt2img(

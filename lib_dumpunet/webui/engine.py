@@ -314,19 +314,19 @@ class Engine:
                     missing = job.missing_steps(tab, int(p.steps))
                     if missing:
                         run.comments.append(f"Dump U-Net: {tab.tab} steps {missing} were never reached.")
-        first = processed.index_of_first_image
-        generated = min(run.generated, len(processed.images) - first)
+        first, extras = processed.index_of_first_image, outputs.images_after_each(p)
+        positions = outputs.image_positions(processed, run.generated, extras)
         infotexts = processed.infotexts
-        run.owners = {i: infotexts[first + i] for i in range(generated) if first + i < len(infotexts)}
+        run.owners = {i: infotexts[first + i] for i in range(len(positions)) if first + i < len(infotexts)}
         run.files = {
-            i: run.saved[id(processed.images[first + i])]
-            for i in range(generated)
-            if id(processed.images[first + i]) in run.saved
+            i: run.saved[id(processed.images[at])]
+            for i, at in enumerate(positions)
+            if id(processed.images[at]) in run.saved
         }
         output = run.request.settings.output
         if output.save_images and not getattr(p, "do_not_save_samples", False):
             outputs.save_maps(p, run.maps, run.files, run.owners, run.save_folder)
-        outputs.insert_maps(processed, run.maps, generated)
+        outputs.insert_maps(processed, run.maps, len(positions), extras)
         if getattr(p, CELL, None) == "map":
             outputs.map_first(processed, run.maps.get(0, ()))
         for comment in run.comments:

@@ -20,7 +20,16 @@ from PIL import Image
 
 from lib_dumpunet.render import MapImage
 
-__all__ = ["MAP_KEY", "insert_maps", "map_first", "map_suffix", "merge_difference", "save_maps"]
+__all__ = [
+    "MAP_KEY",
+    "image_positions",
+    "images_after_each",
+    "insert_maps",
+    "map_first",
+    "map_suffix",
+    "merge_difference",
+    "save_maps",
+]
 
 MAP_KEY = "Dump U-Net map"
 _TAGS = {"features": "unet", "k": "attn-k", "qk": "attn-qk", "vqk": "attn-vqk", "self": "attn-self", "diff": "diff"}
@@ -42,9 +51,24 @@ def map_infotext(owner: str, m: MapImage) -> str:
     return f"{owner}, {MAP_KEY}: {infotext_utils.quote(m.label)}"
 
 
-def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generated: int) -> None:
-    """Put each image's maps right after it. `generated` = how many images of the job reached the gallery."""
-    first = processed.index_of_first_image
+def images_after_each(p: Any) -> int:
+    """How many images the webui shows after each generated image of `p`: an inpainting's mask and its masked
+    composite, where the settings ask to return them (they get no infotext of their own)."""
+    if getattr(p, "mask_for_overlay", None) is None:
+        return 0
+    return int(bool(shared.opts.return_mask)) + int(bool(shared.opts.return_mask_composite))
+
+
+def image_positions(processed: Any, generated: int, extras: int = 0) -> list[int]:
+    """Where the job's first `generated` images are in the gallery, each followed by `extras` images of its own."""
+    first, step = processed.index_of_first_image, 1 + extras
+    return [at for at in range(first, first + generated * step, step) if at < len(processed.images)]
+
+
+def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generated: int, extras: int = 0) -> None:
+    """Put each image's maps right after it and the `extras` images the webui shows with it. `generated` = how many
+    images of the job reached the gallery."""
+    first, step = processed.index_of_first_image, 1 + extras
     gallery, infos = list(processed.images[:first]), list(processed.infotexts[:first])
     parallel = {
         name: list(getattr(processed, name))
@@ -52,23 +76,21 @@ def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generate
         if getattr(processed, name, None) is not None
     }
     grown: dict[str, list] = {name: [] for name in parallel}
-    for index in range(generated):
-        at = first + index
-        if at >= len(processed.images):
-            break
-        owner_info = processed.infotexts[at] if at < len(processed.infotexts) else ""
+    positions = image_positions(processed, generated, extras)
+    for index, at in enumerate(positions):
+        owner_info = processed.infotexts[first + index] if first + index < len(processed.infotexts) else ""
         extra = list(maps.get(index, ()))
-        gallery += [processed.images[at], *(m.image for m in extra)]
+        gallery += [*processed.images[at : at + step], *(m.image for m in extra)]
         infos += [owner_info, *(map_infotext(owner_info, m) for m in extra)]
         for name, values in parallel.items():
             if index < len(values):
                 grown[name] += [values[index]] * (1 + len(extra))
-    rest = first + generated
-    gallery += processed.images[rest:]
-    infos += processed.infotexts[rest:]
+    done = len(positions)
+    gallery += processed.images[first + done * step :]
+    infos += processed.infotexts[first + done :]
     processed.images, processed.infotexts = gallery, infos
     for name, values in grown.items():
-        setattr(processed, name, values + parallel[name][generated:])
+        setattr(processed, name, values + parallel[name][done:])
 
 
 def map_first(processed: Any, maps: Sequence[MapImage]) -> None:

@@ -1,7 +1,8 @@
 """Mirror of modules/processing.py: the processing objects (`StableDiffusionProcessing`, txt2img with hires fix,
 img2img), `Processed`, `process_images` with v1.10.1's order of script callbacks, cond caching and infotext.
 
-Left out: inpainting masks, face restoration, colour correction, refiner and hires checkpoints, non-latent hires
+Left out: inpainting (no mask is made from an image; a test may set `p.mask_for_overlay` to get the mask images the
+webui returns after each image), face restoration, colour correction, refiner and hires checkpoints, non-latent hires
 upscalers, token merging, the live preview models. An exception during processing propagates and skips
 `postprocess`, as in the webui (no try/finally around the batch loop)."""
 
@@ -922,6 +923,45 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 if opts.enable_pnginfo:
                     image.info["parameters"] = text
                 output_images.append(image)
+
+                if mask_for_overlay is not None:
+                    if opts.return_mask or opts.save_mask:
+                        image_mask = mask_for_overlay.convert("RGB")
+                        if save_samples and opts.save_mask:
+                            images.save_image(
+                                image_mask,
+                                p.outpath_samples,
+                                "",
+                                p.seeds[i],
+                                p.prompts[i],
+                                opts.samples_format,
+                                info=infotext(i),
+                                p=p,
+                                suffix="-mask",
+                            )
+                        if opts.return_mask:
+                            output_images.append(image_mask)
+
+                    if opts.return_mask_composite or opts.save_mask_composite:
+                        image_mask_composite = Image.composite(
+                            original_denoised_image.convert("RGBA").convert("RGBa"),
+                            Image.new("RGBa", image.size),
+                            images.resize_image(2, mask_for_overlay, image.width, image.height).convert("L"),
+                        ).convert("RGBA")
+                        if save_samples and opts.save_mask_composite:
+                            images.save_image(
+                                image_mask_composite,
+                                p.outpath_samples,
+                                "",
+                                p.seeds[i],
+                                p.prompts[i],
+                                opts.samples_format,
+                                info=infotext(i),
+                                p=p,
+                                suffix="-mask-composite",
+                            )
+                        if opts.return_mask_composite:
+                            output_images.append(image_mask_composite)
 
             del x_samples_ddim
 
