@@ -122,6 +122,16 @@ def test_info_shows_mistakes_before_generation(w):
     assert "Enter Layers" in _info(w, "layer_prompt")
 
 
+def test_info_never_starts_loading_a_model(w, monkeypatch):
+    loads = []
+    monkeypatch.setattr(w.sd_models, "model_data", w.sd_models.ModelData())  # nothing loaded yet
+    monkeypatch.setattr(w.sd_models, "load_model", lambda *a, **k: loads.append(a))
+    assert "No Stable Diffusion U-Net is loaded" in _info(w, "features", layers="IN00")
+    assert loads == [], "typing in Layers does not load a checkpoint"
+    w.shared.sd_model  # noqa: B018 — the webui's own accessor does
+    assert len(loads) == 1
+
+
 def test_info_follows_the_size_sliders(w):
     width = by_id(w, "txt2img_width")
     info = by_id(w, "dumpunet-txt2img-features-layerinfo")

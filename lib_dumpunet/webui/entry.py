@@ -21,7 +21,7 @@ from lib_dumpunet.layer_prompt import parse_layer_prompt
 from lib_dumpunet.settings import JobSettings, from_values
 from lib_dumpunet.webui import infotext, outputs, ui
 from lib_dumpunet.webui.engine import REQUEST, Engine, Request, is_shared, job_steps, output_root
-from lib_dumpunet.webui.host import unet_of
+from lib_dumpunet.webui.host import loaded_model, unet_of
 from lib_dumpunet.webui.info import layout_of, tab_info
 
 __all__ = [
@@ -72,7 +72,7 @@ def watch_size(script: Any, is_img2img: bool) -> None:
 
 def refresh(tab: str, values: dict[str, Any], width: int, height: int) -> str:
     return tab_info(
-        tab, values, width, height, unet=unet_of(shared.sd_model), dump_base=output_root(), shared=is_shared()
+        tab, values, width, height, unet=unet_of(loaded_model()), dump_base=output_root(), shared=is_shared()
     )
 
 

@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from modules import devices, prompt_parser, sd_samplers, shared
+from modules import devices, prompt_parser, sd_models, sd_samplers, shared
 
 from lib_dumpunet.block_prompts import Schedule, ScheduledCond
 
-__all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "unet_of"]
+__all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "loaded_model", "unet_of"]
 
 log = logging.getLogger(__name__)
+
+
+def loaded_model() -> Any:
+    """The model loaded now, or None. Unlike `shared.sd_model`, never starts loading the default checkpoint: what
+    only shows information (the info panel, as the user types) must not block on, or retry, a load."""
+    return getattr(getattr(sd_models, "model_data", None), "sd_model", None)
 
 
 def unet_of(sd_model: Any) -> torch.nn.Module | None:

@@ -1,13 +1,16 @@
 """Mirror of modules/sd_models.py, reduced: checkpoint info, `model_data`, and `load_model` for the fixture's tiny
 checkpoints. `CheckpointInfo` here carries a `builder` (not in the webui) that creates the raw model, in place of
 reading a file; everything after that follows load_model's order: model type flags, hijack of the text encoders,
-`model_data.set_sd_model`, `on_model_loaded` callbacks, then `cond_stage_model_empty_prompt`."""
+`model_data.set_sd_model`, `on_model_loaded` callbacks, then `cond_stage_model_empty_prompt`. As in the webui,
+reading `shared.sd_model` before any model was loaded loads the default checkpoint."""
 
 import hashlib
 import os
+import sys
+import threading
 
 import torch
-from modules import devices, paths, script_callbacks, sd_hijack, sd_hijack_unet, sd_models_xl, shared
+from modules import devices, errors, paths, script_callbacks, sd_hijack, sd_hijack_unet, sd_models_xl, shared
 
 model_dir = "Stable-diffusion"
 model_path = os.path.abspath(os.path.join(paths.models_path, model_dir))
@@ -90,8 +93,26 @@ class ModelData:
         self.sd_model = None
         self.loaded_sd_models = []
         self.was_loaded_at_least_once = False
+        self.lock = threading.Lock()
 
     def get_sd_model(self):
+        if self.was_loaded_at_least_once:
+            return self.sd_model
+
+        if self.sd_model is None:
+            with self.lock:
+                if self.sd_model is not None or self.was_loaded_at_least_once:
+                    return self.sd_model
+
+                try:
+                    load_model()
+
+                except Exception as e:
+                    errors.display(e, "loading stable diffusion model", full_traceback=True)
+                    print("", file=sys.stderr)
+                    print("Stable diffusion model failed to load", file=sys.stderr)
+                    self.sd_model = None
+
         return self.sd_model
 
     def set_sd_model(self, v, already_loaded=False):

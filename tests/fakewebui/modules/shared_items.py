@@ -4,7 +4,7 @@ import sys
 
 
 class Shared(sys.modules["modules.shared"].__class__):
-    """`shared.sd_model` reads and writes `sd_models.model_data`, as in the webui (no lazy loading here)."""
+    """`shared.sd_model` reads and writes `sd_models.model_data`, as in the webui (reading it may load a model)."""
 
     sd_model_val = None
 
