@@ -101,7 +101,7 @@ def section_ui(script: Any, is_img2img: bool) -> list[Any]:
         widgets = ui.build(f"dumpunet-{tab}-section")
     _attach_info(script, widgets)
     script.infotext_fields = infotext.paste_fields(widgets.inputs, enabled)
-    script.paste_field_names = infotext.PASTE_NAMES
+    script.paste_field_names = list(infotext.PASTE_NAMES)
     return [enabled, *widgets.ordered()]
 
 

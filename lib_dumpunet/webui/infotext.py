@@ -53,12 +53,11 @@ def _switch(params: Mapping) -> bool:
     return restored(params) is not None
 
 
-# the section's switch, then every setting in FIELDS order: (paste function, which is also its paste name)
-_GETTERS: tuple[Callable[[Mapping], Any], ...] = (_switch, *(_setting_getter(f.path, f.default) for f in FIELDS))
-PASTE_NAMES: list[Callable[[Mapping], Any]] = list(_GETTERS)
+# the paste function of the section's switch, then of every setting in FIELDS order; each is also its paste name
+PASTE_NAMES: tuple[Callable[[Mapping], Any], ...] = (_switch, *(_setting_getter(f.path, f.default) for f in FIELDS))
 
 
 def paste_fields(components: Mapping[str, Any], enable: Any) -> list[tuple[Any, Callable[[Mapping], Any]]]:
     """`infotext_fields` for a UI: (component, params → value or None) for the section switch and every setting."""
     inputs = [enable, *(components[f.path] for f in FIELDS)]
-    return list(zip(inputs, _GETTERS, strict=True))
+    return list(zip(inputs, PASTE_NAMES, strict=True))

@@ -39,6 +39,7 @@ from benchmarks.sd15 import CONTEXT_DIM, build_sd15  # noqa: E402
 from lib_dumpunet.capture import Key  # noqa: E402
 from lib_dumpunet.colorize import Colorizer, ColorSettings  # noqa: E402
 from lib_dumpunet.grid import grid_shape  # noqa: E402
+from lib_dumpunet.hooks import HookSet  # noqa: E402
 from lib_dumpunet.job import Job, make_plan  # noqa: E402
 from lib_dumpunet.layout import UNetLayout  # noqa: E402
 from lib_dumpunet.render import render  # noqa: E402
@@ -173,6 +174,34 @@ def _allocation_peak(profiler: torch.profiler.profile) -> int:
     return peak
 
 
+class HookClock:
+    """Times every hook Dump U-Net registers while the block runs: `.seconds` = wall time spent inside them.
+
+    The hooks run before or after a module, never around one, so no time is counted twice. Unlike the ratio of two
+    runs, this share of a run does not move with the machine's speed from one run to the next."""
+
+    def __enter__(self) -> HookClock:
+        self.seconds = 0.0
+        self._saved = forward, pre = HookSet.forward, HookSet.pre
+
+        def timed(fn: Callable) -> Callable:
+            def hook(*args, **kwargs):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - t0
+
+            return hook
+
+        HookSet.forward = lambda hooks, module, fn, **kw: forward(hooks, module, timed(fn), **kw)
+        HookSet.pre = lambda hooks, module, fn, **kw: pre(hooks, module, timed(fn), **kw)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        HookSet.forward, HookSet.pre = self._saved
+
+
 @dataclass
 class Run:
     """One measured run of a variant."""
@@ -214,7 +243,7 @@ class Bench:
     ) -> Run:
         """A whole Dump U-Net job: plan, attach, sample every batch, then render every image's maps."""
         host = ToyHost(CONTEXT_DIM)
-        with Peak() as p:
+        with Peak() as p, HookClock() as clock:
             plan = make_plan(
                 from_mapping(settings), self.layout, job_steps=steps, dump_base=self.dump_base, shared=False
             )
@@ -225,6 +254,7 @@ class Bench:
                 captured = job.capture.nbytes
                 maps = [m for image in range(batches) for m in job.take_maps(image)] if take_maps else []
         info = {"encoded": sum(host.encoded.values()), "distinct": len(host.encoded), "captured": captured}
+        info["in_hooks"] = clock.seconds / sampled  # share of sampling spent inside Dump U-Net's hooks
         info["maps"] = len(maps)
         return Run(p.seconds, sampled, p.rss, p.allocated, info)
 
@@ -384,6 +414,8 @@ def _time_row(row, measure, setup, base: list[Run], variant: list[Run], *, sampl
     b, v = _times(base, False), _times(variant, sampled)  # nothing attached: nothing to render
     r, text = _ratio(b, v)
     goal = f"≤ {target:.2f}×" if target else "(none)"
+    in_hooks = [run.info["in_hooks"] for run in variant]
+    text += f"; in hooks {_med(in_hooks):.2%} of sampling ({min(in_hooks):.2%}–{max(in_hooks):.2%})"
     return _row(row, measure, setup, _s(_med(b)), _s(_med(v)), text, goal, _verdict(r <= target) if target else "")
 
 
