@@ -326,7 +326,7 @@ class Engine:
         output = run.request.settings.output
         if output.save_images and not getattr(p, "do_not_save_samples", False):
             outputs.save_maps(p, run.maps, run.files, run.owners, run.save_folder)
-        outputs.insert_maps(processed, run.maps, len(positions), extras)
+        outputs.insert_maps(processed, run.maps, positions, extras)
         if getattr(p, CELL, None) == "map":
             outputs.map_first(processed, run.maps.get(0, ()))
         for comment in run.comments:

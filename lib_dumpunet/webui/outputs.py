@@ -65,9 +65,11 @@ def image_positions(processed: Any, generated: int, extras: int = 0) -> list[int
     return [at for at in range(first, first + generated * step, step) if at < len(processed.images)]
 
 
-def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generated: int, extras: int = 0) -> None:
-    """Put each image's maps right after it and the `extras` images the webui shows with it. `generated` = how many
-    images of the job reached the gallery."""
+def insert_maps(
+    processed: Any, maps: Mapping[int, Sequence[MapImage]], positions: Sequence[int], extras: int = 0
+) -> None:
+    """Put each image's maps right after it and the `extras` images the webui shows with it; `positions[i]` is where
+    image i of the job is in the gallery (`image_positions`)."""
     first, step = processed.index_of_first_image, 1 + extras
     gallery, infos = list(processed.images[:first]), list(processed.infotexts[:first])
     parallel = {
@@ -76,7 +78,6 @@ def insert_maps(processed: Any, maps: Mapping[int, Sequence[MapImage]], generate
         if getattr(processed, name, None) is not None
     }
     grown: dict[str, list] = {name: [] for name in parallel}
-    positions = image_positions(processed, generated, extras)
     for index, at in enumerate(positions):
         owner_info = processed.infotexts[first + index] if first + index < len(processed.infotexts) else ""
         extra = list(maps.get(index, ()))
