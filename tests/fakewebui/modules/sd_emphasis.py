@@ -1,4 +1,8 @@
-"""Mirror of modules/sd_emphasis.py: how (word:1.5) multipliers are applied to the text encoder's output."""
+"""Stand-in for webui v1.10.1 `modules/sd_emphasis.py`: what `(word:1.5)` weights do to the encoder's output.
+
+Each mode is a class named by the `emphasis` setting. It receives the chunk's ids (`tokens`), a (B, 77)
+`multipliers` tensor and the encoder output `z` (B, 77, C), and leaves the result in `z`.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +10,53 @@ import torch
 
 
 class Emphasis:
-    """Emphasis class decides how to death with (emphasized:1.1) text in prompts"""
+    """Base mode: leaves `z` as the encoder produced it."""
 
     name: str = "Base"
     description: str = ""
-
     tokens: list[list[int]]
-    """tokens from the chunk of the prompt"""
-
     multipliers: torch.Tensor
-    """tensor with multipliers, once for each token"""
-
     z: torch.Tensor
-    """output of cond transformers network (CLIP)"""
 
-    def after_transformers(self):
-        """Called after cond transformers network has processed the chunk of the prompt; this function should modify
-        self.z to apply the emphasis"""
-        pass
+    def after_transformers(self) -> None:
+        """Change `self.z` after the transformer has encoded one chunk column."""
 
 
 class EmphasisNone(Emphasis):
     name = "None"
-    description = "disable the mechanism entirely and treat (:.1.1) as literal characters"
+    description = "brackets and weights are plain text"
 
 
 class EmphasisIgnore(Emphasis):
     name = "Ignore"
-    description = "treat all empasised words as if they have no emphasis"
+    description = "weights are parsed, then not applied"
 
 
 class EmphasisOriginal(Emphasis):
     name = "Original"
-    description = "the original emphasis implementation"
+    description = "scale every token vector by its weight, then restore the mean of the whole output"
 
-    def after_transformers(self):
-        original_mean = self.z.mean()
-        self.z = self.z * self.multipliers.reshape(self.multipliers.shape + (1,)).expand(self.z.shape)
-
-        # restoring original mean is likely not correct, but it seems to work well to prevent artifacts that happen
-        # otherwise
-        new_mean = self.z.mean()
-        self.z = self.z * (original_mean / new_mean)
+    def after_transformers(self) -> None:
+        mean_before = self.z.mean()
+        scaled = self.z * self.multipliers.unsqueeze(-1)
+        self.z = scaled * (mean_before / scaled.mean())
 
 
 class EmphasisOriginalNoNorm(EmphasisOriginal):
     name = "No norm"
-    description = "same as original, but without normalization (seems to work better for SD2.x)"
+    description = "scale every token vector by its weight, nothing else"
 
-    def after_transformers(self):
-        self.z = self.z * self.multipliers.reshape(self.multipliers.shape + (1,)).expand(self.z.shape)
-
-
-def get_current_option(emphasis_option_name):
-    return next(iter([x for x in options if x.name == emphasis_option_name]), EmphasisOriginal)
+    def after_transformers(self) -> None:
+        self.z = self.z * self.multipliers.unsqueeze(-1)
 
 
-def get_options_descriptions():
-    return ", ".join(f"{x.name}: {x.description}" for x in options)
+options: list[type[Emphasis]] = [EmphasisNone, EmphasisIgnore, EmphasisOriginal, EmphasisOriginalNoNorm]
 
 
-options = [
-    EmphasisNone,
-    EmphasisIgnore,
-    EmphasisOriginal,
-    EmphasisOriginalNoNorm,
-]
+def get_current_option(emphasis_option_name: str) -> type[Emphasis]:
+    """The mode class called `emphasis_option_name`; an unknown name falls back to "Original"."""
+    return {mode.name: mode for mode in options}.get(emphasis_option_name, EmphasisOriginal)
+
+
+def get_options_descriptions() -> str:
+    return ", ".join(f"{mode.name}: {mode.description}" for mode in options)

@@ -1,352 +1,264 @@
-"""Mirror of modules/sd_hijack_clip.py: the webui's text-encoder wrappers (`TextConditionalModel` and the CLIP ones).
+"""Stand-in for webui v1.10.1 `modules/sd_hijack_clip.py`: the wrappers the webui puts around CLIP text encoders.
 
-A prompt becomes 75-token chunks, each wrapped as BOS + 75 + EOS (77 ids) with per-token emphasis multipliers and
-textual-inversion fixes; chunks are encoded one by one and concatenated along the token axis → (B, 77·chunks, C)."""
+Contract kept: a prompt line is split by `prompt_parser.parse_prompt_attention` into weighted pieces, tokenised
+without BOS/EOS, and poured into bodies of `chunk_length` (75) ids; `BREAK` starts a new body, a full body moves the
+words after a comma among its last `opts.comma_padding_backtrack` ids into the next one, and a textual-inversion
+embedding takes as many placeholder ids (0) as it has vectors plus a `PromptChunkFix`. Each body becomes a 77-id
+`PromptChunk`: BOS, body, EOS, EOS-padding. `forward` encodes chunk column by chunk column (setting `hijack.fixes`
+for `EmbeddingsWithFixes`) and joins the results along the token axis; emphasis comes from `sd_emphasis`.
+"""
+
+from __future__ import annotations
 
 import math
-from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from modules import devices, prompt_parser, sd_emphasis
 from modules.shared import opts
 
 
+class PromptChunkFix(NamedTuple):
+    """Where (offset in the body, i.e. without BOS) an embedding's vectors replace placeholder ids."""
+
+    offset: int
+    embedding: Any
+
+
+@dataclass
 class PromptChunk:
-    """Token ids, multipliers and textual-inversion fixes of one 77-token chunk of a prompt (75 + BOS + EOS)."""
+    """One 77-id chunk of a prompt: ids, one emphasis multiplier per id, and textual-inversion fixes."""
 
-    def __init__(self):
-        self.tokens = []
-        self.multipliers = []
-        self.fixes = []
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+    fixes: list[PromptChunkFix] = field(default_factory=list)
 
 
-PromptChunkFix = namedtuple("PromptChunkFix", ["offset", "embedding"])
-"""Marks that a textual inversion embedding's vectors have to be placed at offset in the prompt chunk."""
+class _Chunker:
+    """Pours weighted ids into 75-id bodies and seals each into a 77-id `PromptChunk`."""
+
+    def __init__(self, model: TextConditionalModel) -> None:
+        self.model = model
+        self.sealed: list[PromptChunk] = []
+        self.body = PromptChunk()
+        self.comma_at = -1  # index of the last comma in the current body, -1 when none
+        self.token_count = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.body.tokens) >= self.model.chunk_length
+
+    def seal(self, final: bool = False) -> None:
+        size = self.model.chunk_length
+        body = self.body
+        self.token_count += len(body.tokens) if final else size
+        padding = size - len(body.tokens) + 1  # the EOS itself, then EOS-padding up to 77
+        self.sealed.append(
+            PromptChunk(
+                tokens=[self.model.id_start, *body.tokens] + [self.model.id_end] * padding,
+                multipliers=[1.0, *body.multipliers] + [1.0] * padding,
+                fixes=body.fixes,
+            )
+        )
+        self.body = PromptChunk()
+        self.comma_at = -1
+
+    def make_room(self, before_comma: bool) -> None:
+        """Seal a full body; unless a comma comes next, carry the words after a recent comma over."""
+        if not self.full:
+            return
+        window = opts.comma_padding_backtrack
+        near = self.comma_at >= 0 and len(self.body.tokens) - self.comma_at <= window
+        if before_comma or not window or not near:
+            self.seal()
+            return
+        cut = self.comma_at + 1
+        moved_ids, moved_weights = self.body.tokens[cut:], self.body.multipliers[cut:]
+        del self.body.tokens[cut:], self.body.multipliers[cut:]
+        self.seal()  # as in the webui, fixes stay with the chunk they were found in
+        self.body.tokens, self.body.multipliers = moved_ids, moved_weights
+
+    def add_ids(self, ids: list[int], weight: float) -> None:
+        model, db = self.model, self.model.hijack.embedding_db
+        at = 0
+        while at < len(ids):
+            is_comma = ids[at] == model.comma_token
+            if is_comma:
+                self.comma_at = len(self.body.tokens)
+            self.make_room(is_comma)
+            embedding, span = db.find_embedding_at_position(ids, at)
+            if embedding is None:
+                self.body.tokens.append(ids[at])
+                self.body.multipliers.append(weight)
+                at += 1
+                continue
+            width = int(embedding.vectors)
+            if len(self.body.tokens) + width > model.chunk_length:
+                self.seal()
+            self.body.fixes.append(PromptChunkFix(len(self.body.tokens), embedding))
+            self.body.tokens.extend([0] * width)
+            self.body.multipliers.extend([weight] * width)
+            at += span
+
+    def finish(self) -> tuple[list[PromptChunk], int]:
+        if self.body.tokens or not self.sealed:
+            self.seal(final=True)
+        return self.sealed, self.token_count
+
+
+def _infotext_name(name: str) -> str:
+    return name.replace(":", "").replace(",", "")
 
 
 class TextConditionalModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
+    """Base of the webui's text-encoder wrappers: prompt lines → chunks → (B, 77·n, C)."""
 
+    def __init__(self) -> None:
+        super().__init__()
         from modules import sd_hijack
 
         self.hijack = sd_hijack.model_hijack
         self.chunk_length = 75
-
         self.is_trainable = False
         self.input_key = "txt"
         self.return_pooled = False
+        self.comma_token: int | None = None
+        self.id_start: int | None = None
+        self.id_end: int | None = None
+        self.id_pad: int | None = None
 
-        self.comma_token = None
-        self.id_start = None
-        self.id_end = None
-        self.id_pad = None
-
-    def empty_chunk(self):
-        """creates an empty PromptChunk and returns it"""
-        chunk = PromptChunk()
-        chunk.tokens = [self.id_start] + [self.id_end] * (self.chunk_length + 1)
-        chunk.multipliers = [1.0] * (self.chunk_length + 2)
-        return chunk
-
-    def get_target_prompt_token_count(self, token_count):
-        """returns the maximum number of tokens a prompt of a known length can have before it requires one more
-        PromptChunk to be represented"""
-        return math.ceil(max(token_count, 1) / self.chunk_length) * self.chunk_length
-
-    def tokenize(self, texts):
-        """Converts a batch of texts into a batch of token ids"""
+    # what subclasses provide
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
         raise NotImplementedError
 
-    def encode_with_transformers(self, tokens):
-        """converts a batch of token ids (B lists of 77) into a (B, 77, C) tensor"""
+    def encode_with_transformers(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def encode_embedding_init_text(self, init_text, nvpt):
-        """Converts text into a tensor with this text's tokens' embeddings (before the transformer)."""
+    def encode_embedding_init_text(self, init_text: str, nvpt: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def tokenize_line(self, line):
-        """transforms a single prompt into a list of PromptChunk objects - as many as needed to represent the
-        prompt. Returns the list and the total number of tokens in the prompt."""
-        if opts.emphasis != "None":
-            parsed = prompt_parser.parse_prompt_attention(line)
-        else:
-            parsed = [[line, 1.0]]
+    # chunking
+    def empty_chunk(self) -> PromptChunk:
+        size = self.chunk_length + 2
+        return PromptChunk(tokens=[self.id_start] + [self.id_end] * (size - 1), multipliers=[1.0] * size)
 
-        tokenized = self.tokenize([text for text, _ in parsed])
+    def get_target_prompt_token_count(self, token_count: int) -> int:
+        return self.chunk_length * math.ceil(max(token_count, 1) / self.chunk_length)
 
-        chunks = []
-        chunk = PromptChunk()
-        token_count = 0
-        last_comma = -1
-
-        def next_chunk(is_last=False):
-            """puts current chunk into the list of results and produces the next one - empty;
-            if is_last is true, tokens <end-of-text> tokens at the end won't add to token_count"""
-            nonlocal token_count
-            nonlocal last_comma
-            nonlocal chunk
-
-            if is_last:
-                token_count += len(chunk.tokens)
+    def tokenize_line(self, line: str) -> tuple[list[PromptChunk], int]:
+        pieces = [[line, 1.0]] if opts.emphasis == "None" else prompt_parser.parse_prompt_attention(line)
+        chunker = _Chunker(self)
+        for ids, (text, weight) in zip(self.tokenize([text for text, _ in pieces]), pieces, strict=True):
+            if weight == -1 and text == "BREAK":
+                chunker.seal()
             else:
-                token_count += self.chunk_length
+                chunker.add_ids(ids, weight)
+        return chunker.finish()
 
-            to_add = self.chunk_length - len(chunk.tokens)
-            if to_add > 0:
-                chunk.tokens += [self.id_end] * to_add
-                chunk.multipliers += [1.0] * to_add
+    def process_texts(self, texts: list[str]) -> tuple[list[list[PromptChunk]], int]:
+        known: dict[str, tuple[list[PromptChunk], int]] = {}
+        for text in texts:
+            if text not in known:
+                known[text] = self.tokenize_line(text)
+        longest = max((count for _, count in known.values()), default=0)
+        return [known[text][0] for text in texts], longest
 
-            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_end]
-            chunk.multipliers = [1.0] + chunk.multipliers + [1.0]
+    # encoding
+    def forward(self, texts: list[str]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        per_text, _ = self.process_texts(texts)
+        columns = max(len(chunks) for chunks in per_text)
+        used: dict[str, Any] = {}
+        encoded = []
+        for index in range(columns):
+            column = [chunks[index] if index < len(chunks) else self.empty_chunk() for chunks in per_text]
+            self.hijack.fixes = [chunk.fixes for chunk in column]
+            used.update((fix.embedding.name, fix.embedding) for chunk in column for fix in chunk.fixes)
+            encoded.append(self.process_tokens([c.tokens for c in column], [c.multipliers for c in column]))
+        self._note_infotext(texts, used)
+        joined = torch.hstack(encoded)
+        return (joined, encoded[0].pooled) if self.return_pooled else joined
 
-            last_comma = -1
-            chunks.append(chunk)
-            chunk = PromptChunk()
+    def _note_infotext(self, texts: list[str], used: dict[str, Any]) -> None:
+        params = self.hijack.extra_generation_params
+        hashes = [f"{_infotext_name(name)}: {emb.shorthash}" for name, emb in used.items() if emb.shorthash]
+        if hashes and opts.textual_inversion_add_hashes_to_infotext:
+            params["TI hashes"] = ", ".join(hashes + ([params["TI hashes"]] if params.get("TI hashes") else []))
+        if opts.emphasis != "Original" and any("(" in t or "[" in t for t in texts):
+            params["Emphasis"] = opts.emphasis
 
-        for tokens, (text, weight) in zip(tokenized, parsed, strict=True):
-            if text == "BREAK" and weight == -1:
-                next_chunk()
-                continue
+    def process_tokens(self, remade_batch_tokens: list[list[int]], batch_multipliers: list[list[float]]) -> Any:
+        ids = torch.tensor(remade_batch_tokens, device=devices.device)
+        if self.id_pad != self.id_end:  # OpenCLIP pads with its own id after the first EOS
+            seen_end = (ids == self.id_end).long().cumsum(dim=1)
+            after_first_end = torch.nn.functional.pad(seen_end[:, :-1], (1, 0)) > 0
+            ids = ids.masked_fill(after_first_end, self.id_pad)
 
-            position = 0
-            while position < len(tokens):
-                token = tokens[position]
-
-                if token == self.comma_token:
-                    last_comma = len(chunk.tokens)
-
-                # at the end of the 75 tokens of the current chunk with a comma nearby: move the text after the comma
-                # into the next chunk (opts.comma_padding_backtrack)
-                elif (
-                    opts.comma_padding_backtrack != 0
-                    and len(chunk.tokens) == self.chunk_length
-                    and last_comma != -1
-                    and len(chunk.tokens) - last_comma <= opts.comma_padding_backtrack
-                ):
-                    break_location = last_comma + 1
-
-                    reloc_tokens = chunk.tokens[break_location:]
-                    reloc_mults = chunk.multipliers[break_location:]
-
-                    chunk.tokens = chunk.tokens[:break_location]
-                    chunk.multipliers = chunk.multipliers[:break_location]
-
-                    next_chunk()
-                    chunk.tokens = reloc_tokens
-                    chunk.multipliers = reloc_mults
-
-                if len(chunk.tokens) == self.chunk_length:
-                    next_chunk()
-
-                embedding, embedding_length_in_tokens = self.hijack.embedding_db.find_embedding_at_position(
-                    tokens, position
-                )
-                if embedding is None:
-                    chunk.tokens.append(token)
-                    chunk.multipliers.append(weight)
-                    position += 1
-                    continue
-
-                emb_len = int(embedding.vectors)
-                if len(chunk.tokens) + emb_len > self.chunk_length:
-                    next_chunk()
-
-                chunk.fixes.append(PromptChunkFix(len(chunk.tokens), embedding))
-
-                chunk.tokens += [0] * emb_len
-                chunk.multipliers += [weight] * emb_len
-                position += embedding_length_in_tokens
-
-        if chunk.tokens or not chunks:
-            next_chunk(is_last=True)
-
-        return chunks, token_count
-
-    def process_texts(self, texts):
-        """Accepts a list of texts and calls tokenize_line() on each, with cache. Returns the list of results and
-        maximum length, in tokens, of all texts."""
-        token_count = 0
-
-        cache = {}
-        batch_chunks = []
-        for line in texts:
-            if line in cache:
-                chunks = cache[line]
-            else:
-                chunks, current_token_count = self.tokenize_line(line)
-                token_count = max(current_token_count, token_count)
-
-                cache[line] = chunks
-
-            batch_chunks.append(chunks)
-
-        return batch_chunks, token_count
-
-    def forward(self, texts):
-        """Accepts an array of texts; returns a tensor of shape (B, T, C) with T a multiple of 77 (and, for encoders
-        that return pooled values, a tuple with the (B, C) pooled tensor)."""
-        batch_chunks, token_count = self.process_texts(texts)
-
-        used_embeddings = {}
-        chunk_count = max([len(x) for x in batch_chunks])
-
-        zs = []
-        for i in range(chunk_count):
-            batch_chunk = [chunks[i] if i < len(chunks) else self.empty_chunk() for chunks in batch_chunks]
-
-            tokens = [x.tokens for x in batch_chunk]
-            multipliers = [x.multipliers for x in batch_chunk]
-            self.hijack.fixes = [x.fixes for x in batch_chunk]
-
-            for fixes in self.hijack.fixes:
-                for _position, embedding in fixes:
-                    used_embeddings[embedding.name] = embedding
-
-            devices.torch_npu_set_device()
-            z = self.process_tokens(tokens, multipliers)
-            zs.append(z)
-
-        if opts.textual_inversion_add_hashes_to_infotext and used_embeddings:
-            hashes = []
-            for name, embedding in used_embeddings.items():
-                shorthash = embedding.shorthash
-                if not shorthash:
-                    continue
-
-                name = name.replace(":", "").replace(",", "")
-                hashes.append(f"{name}: {shorthash}")
-
-            if hashes:
-                if self.hijack.extra_generation_params.get("TI hashes"):
-                    hashes.append(self.hijack.extra_generation_params.get("TI hashes"))
-                self.hijack.extra_generation_params["TI hashes"] = ", ".join(hashes)
-
-        if any(x for x in texts if "(" in x or "[" in x) and opts.emphasis != "Original":
-            self.hijack.extra_generation_params["Emphasis"] = opts.emphasis
-
-        if self.return_pooled:
-            return torch.hstack(zs), zs[0].pooled
-        return torch.hstack(zs)
-
-    def process_tokens(self, remade_batch_tokens, batch_multipliers):
-        """sends one single prompt chunk (B lists of 77 ids) to be encoded by the transformers network, then applies
-        the emphasis multipliers."""
-        tokens = torch.asarray(remade_batch_tokens).to(devices.device)
-
-        # this is for SD2: SD1 uses the same token for padding and end of text, while SD2 uses different ones.
-        if self.id_end != self.id_pad:
-            for batch_pos in range(len(remade_batch_tokens)):
-                index = remade_batch_tokens[batch_pos].index(self.id_end)
-                tokens[batch_pos, index + 1 : tokens.shape[1]] = self.id_pad
-
-        z = self.encode_with_transformers(tokens)
-
+        z = self.encode_with_transformers(ids)
         pooled = getattr(z, "pooled", None)
 
         emphasis = sd_emphasis.get_current_option(opts.emphasis)()
         emphasis.tokens = remade_batch_tokens
-        emphasis.multipliers = torch.asarray(batch_multipliers).to(devices.device)
+        emphasis.multipliers = torch.tensor(batch_multipliers, device=z.device, dtype=z.dtype)
         emphasis.z = z
-
         emphasis.after_transformers()
-
         z = emphasis.z
-
         if pooled is not None:
             z.pooled = pooled
-
         return z
 
 
 class FrozenCLIPEmbedderWithCustomWordsBase(TextConditionalModel):
-    """A pytorch module that is a wrapper for FrozenCLIPEmbedder module. it enhances FrozenCLIPEmbedder, making it
-    possible to have unlimited prompt length and assign weights to tokens in prompt."""
+    """A wrapper of an ldm/sgm CLIP-family embedder (`wrapped`) that takes unlimited, weighted prompts."""
 
-    def __init__(self, wrapped, hijack):
+    def __init__(self, wrapped: torch.nn.Module, hijack: Any) -> None:
         super().__init__()
-
         self.hijack = hijack
-
         self.wrapped = wrapped
-        """Original FrozenCLIPEmbedder module; can also be FrozenOpenCLIPEmbedder, depending on model."""
-
         self.is_trainable = getattr(wrapped, "is_trainable", False)
         self.input_key = getattr(wrapped, "input_key", "txt")
-        self.return_pooled = getattr(self.wrapped, "return_pooled", False)
+        self.return_pooled = getattr(wrapped, "return_pooled", False)
+        self.legacy_ucg_val = None  # sgm's GeneralConditioner reads it
 
-        self.legacy_ucg_val = None  # for sgm codebase
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.wrapped.tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
+
+    def _token_vectors(self, ids: list[int]) -> torch.Tensor:
+        """The token-embedding layer's vectors for `ids` (before the transformer, without textual inversion)."""
+        layer = self.wrapped.transformer.text_model.embeddings.token_embedding
+        layer = getattr(layer, "wrapped", layer)
+        return layer(torch.tensor(ids, device=layer.weight.device, dtype=torch.long))
 
 
 class FrozenCLIPEmbedderWithCustomWords(FrozenCLIPEmbedderWithCustomWordsBase):
-    def __init__(self, wrapped, hijack):
+    """SD1's encoder (HF CLIP): clip skip takes an earlier hidden state through the final layer norm."""
+
+    def __init__(self, wrapped: torch.nn.Module, hijack: Any) -> None:
         super().__init__(wrapped, hijack)
         self.tokenizer = wrapped.tokenizer
+        self.comma_token = self.tokenizer.get_vocab().get(",</w>")
+        self.id_start = self.tokenizer.bos_token_id
+        self.id_end = self.id_pad = self.tokenizer.eos_token_id
 
-        vocab = self.tokenizer.get_vocab()
+    def encode_with_transformers(self, tokens: torch.Tensor) -> torch.Tensor:
+        skip = opts.CLIP_stop_at_last_layers
+        out = self.wrapped.transformer(input_ids=tokens, output_hidden_states=skip > 1)
+        if skip <= 1:
+            return out.last_hidden_state
+        return self.wrapped.transformer.text_model.final_layer_norm(out.hidden_states[-skip])
 
-        self.comma_token = vocab.get(",</w>", None)
-
-        self.token_mults = {}
-        tokens_with_parens = [(k, v) for k, v in vocab.items() if "(" in k or ")" in k or "[" in k or "]" in k]
-        for text, ident in tokens_with_parens:
-            mult = 1.0
-            for c in text:
-                if c == "[":
-                    mult /= 1.1
-                if c == "]":
-                    mult *= 1.1
-                if c == "(":
-                    mult *= 1.1
-                if c == ")":
-                    mult /= 1.1
-
-            if mult != 1.0:
-                self.token_mults[ident] = mult
-
-        self.id_start = self.wrapped.tokenizer.bos_token_id
-        self.id_end = self.wrapped.tokenizer.eos_token_id
-        self.id_pad = self.id_end
-
-    def tokenize(self, texts):
-        tokenized = self.wrapped.tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
-
-        return tokenized
-
-    def encode_with_transformers(self, tokens):
-        outputs = self.wrapped.transformer(input_ids=tokens, output_hidden_states=-opts.CLIP_stop_at_last_layers)
-
-        if opts.CLIP_stop_at_last_layers > 1:
-            z = outputs.hidden_states[-opts.CLIP_stop_at_last_layers]
-            z = self.wrapped.transformer.text_model.final_layer_norm(z)
-        else:
-            z = outputs.last_hidden_state
-
-        return z
-
-    def encode_embedding_init_text(self, init_text, nvpt):
-        embedding_layer = self.wrapped.transformer.text_model.embeddings
-        ids = self.wrapped.tokenizer(
-            init_text, max_length=nvpt, return_tensors="pt", add_special_tokens=False, truncation=True
-        )["input_ids"]
-        token_embedding = embedding_layer.token_embedding.wrapped
-        embedded = token_embedding(ids.to(token_embedding.weight.device))
-        return embedded.squeeze(0)
+    def encode_embedding_init_text(self, init_text: str, nvpt: int) -> torch.Tensor:
+        return self._token_vectors(self.tokenize([init_text])[0][:nvpt])
 
 
 class FrozenCLIPEmbedderForSDXLWithCustomWords(FrozenCLIPEmbedderWithCustomWords):
-    def __init__(self, wrapped, hijack):
-        super().__init__(wrapped, hijack)
+    """SDXL's CLIP-L: a hidden layer (`wrapped.layer_idx`) without the final norm, or clip skip when
+    `opts.sdxl_clip_l_skip` is on."""
 
-    def encode_with_transformers(self, tokens):
-        outputs = self.wrapped.transformer(input_ids=tokens, output_hidden_states=self.wrapped.layer == "hidden")
-
+    def encode_with_transformers(self, tokens: torch.Tensor) -> torch.Tensor:
+        states = self.wrapped.transformer(input_ids=tokens, output_hidden_states=True)
         if opts.sdxl_clip_l_skip is True:
-            z = outputs.hidden_states[-opts.CLIP_stop_at_last_layers]
-        elif self.wrapped.layer == "last":
-            z = outputs.last_hidden_state
-        else:
-            z = outputs.hidden_states[self.wrapped.layer_idx]
-
-        return z
+            return states.hidden_states[-opts.CLIP_stop_at_last_layers]
+        if self.wrapped.layer == "last":
+            return states.last_hidden_state
+        return states.hidden_states[self.wrapped.layer_idx]

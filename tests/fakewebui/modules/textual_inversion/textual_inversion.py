@@ -1,106 +1,100 @@
-"""Mirror of modules/textual_inversion/textual_inversion.py, reduced to `Embedding` and the in-memory part of
-`EmbeddingDatabase` (registering embeddings and finding them in token lists). Loading, saving and training of
-embedding files are not faked."""
+"""Stand-in for webui v1.10.1 `modules/textual_inversion/textual_inversion.py`: `Embedding` and the in-memory part
+of `EmbeddingDatabase`.
+
+A test (or an extension) registers an `Embedding` under a prompt word; the text-encoder wrappers then look the
+word's token ids up with `find_embedding_at_position` and put the embedding's vectors in their place. Files are
+never read: `load_textual_inversion_embeddings` keeps what was registered.
+"""
+
+from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+import torch
 
 
 class Embedding:
-    def __init__(self, vec, name, step=None):
+    """A textual-inversion embedding: `vec` is (vectors, width), or a dict of them per encoder for SDXL."""
+
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    optimizer_state_dict: dict | None = None
+    filename: str | None = None
+    hash: str | None = None
+    shorthash: str | None = None
+    cached_checksum: str | None = None
+
+    def __init__(self, vec: Any, name: str, step: int | None = None) -> None:
         self.vec = vec
         self.name = name
         self.step = step
-        self.shape = None
-        self.vectors = 0
-        self.cached_checksum = None
-        self.sd_checkpoint = None
-        self.sd_checkpoint_name = None
-        self.optimizer_state_dict = None
-        self.filename = None
-        self.hash = None
-        self.shorthash = None
+        first = next(iter(vec.values())) if isinstance(vec, dict) else vec
+        self.shape = first.shape[-1] if isinstance(first, torch.Tensor) else None
+        self.vectors = first.shape[0] if isinstance(first, torch.Tensor) else 0
 
-    def checksum(self):
-        if self.cached_checksum is not None:
-            return self.cached_checksum
+    def checksum(self) -> str:
+        """A short, stable fingerprint of the vectors (four hex digits)."""
+        if self.cached_checksum is None:
+            tensors = self.vec.values() if isinstance(self.vec, dict) else [self.vec]
+            digest = hashlib.sha256()
+            for tensor in tensors:
+                digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
+            self.cached_checksum = digest.hexdigest()[:4]
+        return str(self.cached_checksum)
 
-        def const_hash(a):
-            r = 0
-            for v in a:
-                r = (r * 281 ^ int(v) * 997) & 0xFFFFFFFF
-            return r
-
-        self.cached_checksum = f"{const_hash(self.vec.reshape(-1) * 100) & 0xFFFF:04x}"
-        return self.cached_checksum
-
-    def set_hash(self, v):
+    def set_hash(self, v: str) -> None:
         self.hash = v
-        self.shorthash = self.hash[0:12]
+        self.shorthash = v[:12]
 
 
 class EmbeddingDatabase:
-    def __init__(self):
-        self.ids_lookup = {}
-        self.word_embeddings = {}
-        self.skipped_embeddings = {}
-        self.expected_shape = -1
-        self.embedding_dirs = {}
-        self.previously_displayed_embeddings = ()
+    """Registered embeddings by prompt word, indexed by the word's first token id for the tokenizer's lookups."""
 
-    def add_embedding_dir(self, path):
+    expected_shape: int = -1  # not checked: the fake loads no files whose width could mismatch
+
+    def __init__(self) -> None:
+        self.ids_lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
+        self.word_embeddings: dict[str, Embedding] = {}
+        self.skipped_embeddings: dict[str, Embedding] = {}
+        self.embedding_dirs: dict[str, str] = {}
+
+    def add_embedding_dir(self, path: str) -> None:
         self.embedding_dirs[path] = path
 
-    def clear_embedding_dirs(self):
-        self.embedding_dirs.clear()
+    def clear_embedding_dirs(self) -> None:
+        self.embedding_dirs = {}
 
-    def register_embedding(self, embedding, model):
-        return self.register_embedding_by_name(embedding, model, embedding.name)
+    def register_embedding(self, embedding: Embedding, model: Any) -> Embedding:
+        """Register under the embedding's own name."""
+        return self.register_embedding_by_name(embedding, model, name=embedding.name)
 
-    def register_embedding_by_name(self, embedding, model, name):
-        ids = model.cond_stage_model.tokenize([name])[0]
-        first_id = ids[0]
-        if first_id not in self.ids_lookup:
-            self.ids_lookup[first_id] = []
-        if name in self.word_embeddings:
-            # remove old one from the lookup list
-            lookup = [x for x in self.ids_lookup[first_id] if x[1].name != name]
+    def register_embedding_by_name(self, embedding: Embedding | None, model: Any, name: str) -> Embedding | None:
+        """Register `embedding` as prompt word `name`, replacing an earlier one; `None` unregisters the word."""
+        (ids,) = model.cond_stage_model.tokenize([name])
+        candidates = [entry for entry in self.ids_lookup.get(ids[0], []) if entry[1].name != name]
+        self.word_embeddings.pop(name, None)
+        if embedding:
+            candidates.append((ids, embedding))
+            self.word_embeddings.update({name: embedding})
+        if candidates:  # the longest word wins when several start with the same token
+            self.ids_lookup[ids[0]] = sorted(candidates, key=lambda entry: -len(entry[0]))
         else:
-            lookup = self.ids_lookup[first_id]
-        if embedding is not None:
-            lookup += [(ids, embedding)]
-        self.ids_lookup[first_id] = sorted(lookup, key=lambda x: len(x[0]), reverse=True)
-        if embedding is None:
-            # unregister embedding with specified name
-            if name in self.word_embeddings:
-                del self.word_embeddings[name]
-            if len(self.ids_lookup[first_id]) == 0:
-                del self.ids_lookup[first_id]
-            return None
-        self.word_embeddings[name] = embedding
+            self.ids_lookup.pop(ids[0], None)
         return embedding
 
-    def get_expected_shape(self):
+    def get_expected_shape(self) -> int:
         from modules import shared
 
-        vec = shared.sd_model.cond_stage_model.encode_embedding_init_text(",", 1)
-        return vec.shape[1]
+        return shared.sd_model.cond_stage_model.encode_embedding_init_text(",", 1).shape[1]
 
-    def load_textual_inversion_embeddings(self, force_reload=False, sync_with_sd_model=True):
-        """the fake has no embedding files to (re)load"""
+    def load_textual_inversion_embeddings(self, force_reload: bool = False, sync_with_sd_model: bool = True) -> None:
+        """No embedding files in the fake: what was registered stays."""
 
-    def find_embedding_at_position(self, tokens, offset):
-        token = tokens[offset]
-        possible_matches = self.ids_lookup.get(token, None)
-
-        if possible_matches is None:
-            return None, None
-
-        for ids, embedding in possible_matches:
-            if tokens[offset : offset + len(ids)] == ids:
-                return embedding, len(ids)
-
+    def find_embedding_at_position(self, tokens: list[int], offset: int) -> tuple[Embedding | None, int | None]:
+        """The registered embedding whose word's ids start at `tokens[offset]`, and how many ids that word has."""
+        for ids, embedding in self.ids_lookup.get(tokens[offset], ()):
+            span = len(ids)
+            if tokens[offset : offset + span] == ids:
+                return embedding, span
         return None, None
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
