@@ -62,7 +62,7 @@ def _transformer_of(unet: nn.Module, info: AttentionInfo) -> nn.Module:
 
 def _out_projection(module: nn.Module) -> nn.Module:
     to_out = module.to_out
-    return to_out[0] if isinstance(to_out, nn.Sequential) else to_out
+    return to_out[0] if isinstance(to_out, nn.Sequential | nn.ModuleList) else to_out  # ldm, diffusers
 
 
 class _AttentionRecorder(Recorder):

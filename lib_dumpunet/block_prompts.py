@@ -1,7 +1,8 @@
 """Per-block prompts at sampling time: each U-Net block gets, row by row, the conditioning of its own prompt.
 
 No forward is replaced. A pre-hook on each block whose prompt differs from the webui's swaps the `context` the block
-receives (blocks are called as `block(h, emb, context)`) for a tensor built per row of the call: rows whose
+receives (ldm blocks are called as `block(h, emb, context)`; in diffusers the block's transformers are hooked, and
+receive it as `encoder_hidden_states`) for a tensor built per row of the call: rows whose
 (image, branch, AND sub-prompt) has its own text for this block get that text's encoding at the current position of
 its prompt-editing schedule; other rows keep the webui's. Rows of one call must share a token count, so shorter rows
 are padded with empty-prompt chunks, as the webui pads cond and uncond. In a call where no row has its own text
@@ -24,6 +25,9 @@ from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.sampling import Row, SamplingTracker, UNetCall
 
 __all__ = ["BlockPrompts", "ScheduledCond", "at_step", "pad_tokens"]
+
+# how the prompt reaches a block: ldm/sgm blocks take `context`, diffusers' transformers `encoder_hidden_states`
+_CONTEXT_KEYWORDS = ("context", "encoder_hidden_states")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class BlockPrompts:
     def attach(self, hooks: HookSet, layout: UNetLayout, tracker: SamplingTracker, capture: Capture) -> None:
         # every block could be named by a later batch, so all are hooked; unnamed ones return at once
         for name in layout.names:
-            hooks.pre(layout.module(name), self._switch(name, tracker), with_kwargs=True)
+            for module in layout.context_modules(name):
+                hooks.pre(module, self._switch(name, tracker), with_kwargs=True)
 
     def _switch(self, block: str, tracker: SamplingTracker):
         def switch(_module, args: tuple, kwargs: dict):
@@ -97,13 +102,13 @@ class BlockPrompts:
             texts = tuple(self._text(row, block, call.step.pass_index) for row in call.rows)
             if all(t is None for t in texts):
                 return None
-            in_kwargs = "context" in kwargs
-            if not in_kwargs and len(args) < 3:
+            keyword = next((k for k in _CONTEXT_KEYWORDS if kwargs.get(k) is not None), None)
+            if keyword is None and len(args) < 3:
                 return None
-            context = kwargs["context"] if in_kwargs else args[2]
+            context = kwargs[keyword] if keyword else args[2]
             new = self._context(call, texts, context)
-            if in_kwargs:
-                return args, {**kwargs, "context": new}
+            if keyword:
+                return args, {**kwargs, keyword: new}
             return (*args[:2], new, *args[3:]), kwargs
 
         return switch

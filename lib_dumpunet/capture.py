@@ -153,10 +153,12 @@ class FeatureRecorder(Recorder):
             hooks.forward(layout.module(name), self._hook(name, tracker, capture))
 
     def _hook(self, name: str, tracker: SamplingTracker, capture: Capture):
-        def record(_module, _args, output: torch.Tensor) -> None:
+        def record(_module, _args, output: torch.Tensor | tuple) -> None:
             call = tracker.current
             if not self.wants(call):
                 return
+            if isinstance(output, tuple):  # a diffusers transformer ending a block returns (hidden_states,)
+                output = output[0]
             idx = self.kept_rows(call)
             if idx:
                 self.store(capture, call, idx, name, self.kind, output[idx])

@@ -4,7 +4,9 @@ The layout is found structurally on whatever U-Net object is loaded (ldm's for S
 module with the same shape): `input_blocks`, `middle_block` and `output_blocks` give the blocks, named IN00…,
 M00, OUT00… in U-Net order; an attention module is any submodule with `to_q`, `to_k`, `to_v` and `heads`,
 reached under a transformer's `transformer_blocks` as `attn1` (self-attention) or `attn2` (cross-attention).
-Nothing dispatches on ldm/sgm classes.
+Nothing dispatches on ldm/sgm classes. A U-Net whose blocks are not modules of their own (diffusers' groups its
+layers by resolution level) is described by a list of `BlockLayers` instead — each block's layers in call order,
+the module whose output is the block's output, and the modules that receive the prompt — and is then handled alike.
 
 Block shapes at an image size come from the real modules: each block's layers are run on the "meta" device
 (shapes only, no memory, no compute), with the skip concatenation of the output path done the webui's way (the
@@ -26,6 +28,7 @@ from lib_dumpunet.errors import DumpUnetError
 __all__ = [
     "AttentionInfo",
     "BlockInfo",
+    "BlockLayers",
     "BlockShapes",
     "Shape",
     "UNetLayout",
@@ -104,30 +107,54 @@ class BlockInfo:
     attentions: tuple[AttentionInfo, ...]
 
 
-class UNetLayout:
-    """The blocks and attention modules of one U-Net, with shapes computed on demand per image size."""
+@dataclass(frozen=True)
+class BlockLayers:
+    """One block of a U-Net whose blocks are not modules of their own: its layers in call order (dotted path from
+    the U-Net, module), the module whose output is the block's output (a tuple output counts by its first item),
+    and the modules that are given the prompt (`context`/`encoder_hidden_states`), which per-block prompts swap."""
 
-    def __init__(self, unet: nn.Module) -> None:
-        missing = [a for a in ("input_blocks", "middle_block", "output_blocks") if not hasattr(unet, a)]
-        if missing:
-            msg = (
-                f"this model's U-Net has no {', '.join(missing)}; Dump U-Net works with SD1.x, SD2.x and SDXL "
-                "U-Nets (not SD3 or Flux)"
-            )
-            raise DumpUnetError(msg)
+    section: Section
+    index: int
+    path: str
+    layers: tuple[tuple[str, nn.Module], ...]
+    output: nn.Module
+    context: tuple[nn.Module, ...] = ()
+
+
+class UNetLayout:
+    """The blocks and attention modules of one U-Net, with shapes computed on demand per image size.
+
+    `blocks` describes a U-Net without input_blocks/middle_block/output_blocks; `upsample_to_skip` says that its
+    upsamplers already produce the size of the skip tensor they meet (diffusers), rather than twice their input.
+    """
+
+    def __init__(
+        self, unet: nn.Module, blocks: list[BlockLayers] | None = None, *, upsample_to_skip: bool = False
+    ) -> None:
+        if blocks is None:
+            missing = [a for a in ("input_blocks", "middle_block", "output_blocks") if not hasattr(unet, a)]
+            if missing:
+                msg = (
+                    f"this model's U-Net has no {', '.join(missing)}; Dump U-Net works with SD1.x, SD2.x and SDXL "
+                    "U-Nets (not SD3 or Flux)"
+                )
+                raise DumpUnetError(msg)
+            blocks = list(_ldm_blocks(unet))
         self.unet = unet
+        self.upsample_to_skip = upsample_to_skip
         self._modules: dict[str, nn.Module] = {}
-        blocks = []
-        for section, path, module in _iter_blocks(unet):
-            index = int(path.rsplit(".", 1)[1]) if section != "middle" else 0
-            name = block_name(section, index)
-            self._modules[name] = module
-            blocks.append(
-                BlockInfo(name, section, index, path, _contents(module), tuple(_attentions(name, path, module)))
+        self._layers: dict[str, tuple[tuple[str, nn.Module], ...]] = {}
+        self._context: dict[str, tuple[nn.Module, ...]] = {}
+        infos = []
+        for b in blocks:
+            name = block_name(b.section, b.index)
+            self._modules[name], self._layers[name], self._context[name] = b.output, b.layers, b.context
+            infos.append(
+                BlockInfo(name, b.section, b.index, b.path, _contents(b.layers), tuple(_attentions(name, b.layers)))
             )
-        self.blocks: tuple[BlockInfo, ...] = tuple(blocks)
-        self.names: tuple[str, ...] = tuple(b.name for b in blocks)
-        self._by_name = {b.name: b for b in blocks}
+        self.blocks: tuple[BlockInfo, ...] = tuple(infos)
+        self.names: tuple[str, ...] = tuple(b.name for b in infos)
+        self._by_name = {b.name: b for b in infos}
         self._shapes: dict[tuple[int, int], dict[str, BlockShapes]] = {}
 
     def __repr__(self) -> str:
@@ -138,8 +165,12 @@ class UNetLayout:
         return self._by_name[name]
 
     def module(self, name: str) -> nn.Module:
-        """The block module named `name`."""
+        """The block module named `name` (or, where blocks are not modules, the layer whose output is the block's)."""
         return self._modules[name]
+
+    def context_modules(self, name: str) -> tuple[nn.Module, ...]:
+        """The modules of block `name` that receive the prompt context (the block itself for ldm and sgm)."""
+        return self._context[name]
 
     def attention_module(self, info: AttentionInfo) -> nn.Module:
         return self.unet.get_submodule(info.path)
@@ -151,7 +182,7 @@ class UNetLayout:
 
     @property
     def latent_channels(self) -> int:
-        return _first_conv(self._modules[self.names[0]]).in_channels
+        return _first_conv(self._layers[self.names[0]][0][1]).in_channels
 
     @property
     def context_dim(self) -> int | None:
@@ -168,10 +199,10 @@ class UNetLayout:
 
     def transformer_input(self, info: AttentionInfo, width: int, height: int) -> Shape:
         """Shape entering the transformer that holds `info`; its attention sees height × width positions."""
-        block = self._modules[info.block]
-        target = [c for c in block.children() if _holds_attention(c)][info.transformer]
+        layers = [m for _, m in self._layers[info.block]]
+        target = [c for c in layers if _holds_attention(c)][info.transformer]
         x = self.shapes(width, height)[info.block].input
-        for child in block.children():
+        for child in layers:
             if child is target:
                 break
             x = _propagate_layer(child, x)
@@ -186,7 +217,9 @@ class UNetLayout:
                 skip = skips.pop()
                 # the webui resizes the upsampled tensor to its skip tensor before concatenating
                 x = Shape(x.channels + skip.channels, skip.height, skip.width)
-            out = _propagate(self._modules[block.name], x)
+            out = _propagate(self._layers[block.name], x)
+            if self.upsample_to_skip and block.contents[-1] == "Up" and skips:
+                out = Shape(out.channels, skips[-1].height, skips[-1].width)
             shapes[block.name] = BlockShapes(x, out)
             if block.section == "input":
                 skips.append(out)
@@ -194,12 +227,16 @@ class UNetLayout:
         return shapes
 
 
-def _iter_blocks(unet: nn.Module) -> Iterator[tuple[Section, str, nn.Module]]:
-    for i, m in enumerate(unet.input_blocks):
-        yield "input", f"input_blocks.{i}", m
-    yield "middle", "middle_block", unet.middle_block
-    for i, m in enumerate(unet.output_blocks):
-        yield "output", f"output_blocks.{i}", m
+def _ldm_blocks(unet: nn.Module) -> Iterator[BlockLayers]:
+    """ldm's and sgm's blocks: modules called as `block(h, emb, context)`, their children the layers."""
+    places: list[tuple[Section, int, str, nn.Module]] = [
+        *(("input", i, f"input_blocks.{i}", m) for i, m in enumerate(unet.input_blocks)),
+        ("middle", 0, "middle_block", unet.middle_block),
+        *(("output", i, f"output_blocks.{i}", m) for i, m in enumerate(unet.output_blocks)),
+    ]
+    for section, index, path, module in places:
+        layers = tuple((f"{path}.{name}", child) for name, child in module.named_children())
+        yield BlockLayers(section, index, path, layers, module, (module,))
 
 
 def _is_attention(m: nn.Module) -> bool:
@@ -210,9 +247,9 @@ def _holds_attention(m: nn.Module) -> bool:
     return any(_is_attention(sub) for sub in m.modules())
 
 
-def _attentions(block: str, block_path: str, module: nn.Module) -> Iterator[AttentionInfo]:
-    transformers = [(i, c) for i, c in enumerate(module.children()) if _holds_attention(c)]
-    for t_index, (child_index, transformer) in enumerate(transformers):
+def _attentions(block: str, layers: tuple[tuple[str, nn.Module], ...]) -> Iterator[AttentionInfo]:
+    transformers = [(p, c) for p, c in layers if _holds_attention(c)]
+    for t_index, (layer_path, transformer) in enumerate(transformers):
         depth_blocks = list(getattr(transformer, "transformer_blocks", [transformer]))
         for depth, tblock in enumerate(depth_blocks):
             for kind in ("attn1", "attn2"):
@@ -220,7 +257,7 @@ def _attentions(block: str, block_path: str, module: nn.Module) -> Iterator[Atte
                 if attn is None or not _is_attention(attn):
                     continue
                 heads = int(attn.heads)
-                path = f"{block_path}.{child_index}"
+                path = layer_path
                 if hasattr(transformer, "transformer_blocks"):
                     path += f".transformer_blocks.{depth}"
                 yield AttentionInfo(
@@ -236,13 +273,20 @@ def _attentions(block: str, block_path: str, module: nn.Module) -> Iterator[Atte
                 )
 
 
-def _contents(module: nn.Module) -> tuple[str, ...]:
+def _time_input(module: nn.Module) -> nn.Module | None:
+    """The layer through which a residual block takes the timestep embedding (ldm: emb_layers, diffusers:
+    time_emb_proj), or None for layers that take none."""
+    found = getattr(module, "emb_layers", None)
+    return found if found is not None else getattr(module, "time_emb_proj", None)
+
+
+def _contents(layers: tuple[tuple[str, nn.Module], ...]) -> tuple[str, ...]:
     labels = []
-    for child in module.children():
+    for _, child in layers:
         cls = type(child).__name__
         if _holds_attention(child):
             labels.append(f"Trans×{len(getattr(child, 'transformer_blocks', [child]))}")
-        elif hasattr(child, "emb_layers"):
+        elif _time_input(child) is not None:
             labels.append("Res")
         elif "Downsample" in cls:
             labels.append("Down")
@@ -263,8 +307,8 @@ def _first_conv(module: nn.Module) -> nn.Conv2d:
     raise DumpUnetError(msg)
 
 
-def _propagate(block: nn.Module, x: Shape) -> Shape:
-    for child in block.children():
+def _propagate(layers: tuple[tuple[str, nn.Module], ...], x: Shape) -> Shape:
+    for _, child in layers:
         x = _propagate_layer(child, x)
     return x
 
@@ -274,8 +318,9 @@ def _propagate_layer(layer: nn.Module, x: Shape) -> Shape:
     if _holds_attention(layer):
         return x  # transformers are residual: output = input + attention(input)
     args: list[torch.Tensor] = [torch.empty(1, x.channels, x.height, x.width, device="meta")]
-    if hasattr(layer, "emb_layers"):  # a ResBlock also takes the timestep embedding
-        args.append(torch.empty(1, _linear_in(layer.emb_layers), device="meta"))
+    time_input = _time_input(layer)
+    if time_input is not None:  # a residual block also takes the timestep embedding
+        args.append(torch.empty(1, _linear_in(time_input), device="meta"))
     state = {
         name: torch.empty_like(t, device="meta") for name, t in [*layer.named_parameters(), *layer.named_buffers()]
     }

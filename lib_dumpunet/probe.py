@@ -62,7 +62,7 @@ class Probe(AbstractContextManager):
         self.tracker.end_unet_call()
 
     def _before_call(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        x = args[0] if args else kwargs["x"]
+        x = args[0] if args else kwargs["x"] if "x" in kwargs else kwargs["sample"]  # ldm/sgm, diffusers
         self.tracker.unet_call(x.shape[0])
 
     def _after_call(self, _module: nn.Module, _args: tuple, _output: Any) -> None:
