@@ -1,25 +1,22 @@
-"""Mirror of modules/processing.py: the processing objects (`StableDiffusionProcessing`, txt2img with hires fix,
-img2img), `Processed`, `process_images` with v1.10.1's order of script callbacks, cond caching and infotext.
+"""Test double of webui v1.10.1 `modules/processing.py`: the processing objects, `Processed`, `process_images`.
 
-Left out: inpainting (no mask is made from an image; a test may set `p.mask_for_overlay` to get the mask images the
-webui returns after each image), face restoration, colour correction, refiner and hires checkpoints, non-latent hires
-upscalers, token merging, the live preview models. An exception during processing propagates and skips
-`postprocess`, as in the webui (no try/finally around the batch loop)."""
+What the extension relies on is kept: the fields of `StableDiffusionProcessing` (txt2img with a latent hires pass
+flagged `is_hr_pass`, img2img sampled for `int(denoising_strength * steps) + 1` steps), the order in which the
+`ScriptRunner` phases fire, the cond cache, the infotext format, grids, saving and the mask images an inpainting
+job returns after each image (a test sets `p.mask_for_overlay`). Inpainting itself, face restoration, colour
+correction, refiner/hires checkpoints, non-latent upscalers and token merging are not modelled. As in the webui, an
+exception inside the batch loop propagates and `postprocess` never runs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import modules.images as images
-import modules.sd_hijack
-import modules.sd_models as sd_models
-import modules.sd_vae as sd_vae
 import modules.shared as shared
 import numpy as np
 import torch
@@ -32,165 +29,190 @@ from modules import (
     prompt_parser,
     rng,
     scripts,
+    sd_models,
     sd_samplers,
     sd_samplers_common,
     sd_unet,
+    sd_vae,
 )
-from modules.rng import slerp  # noqa: F401
 from modules.sd_hijack import model_hijack
-from modules.sd_samplers_common import approximation_indexes, decode_first_stage, images_tensor_to_samples
 from modules.shared import cmd_opts, opts, state
 from PIL import Image
 
-# some of those options should not be changed at all because they would break the model, so I removed them from
-# options.
-opt_C = 4
-opt_f = 8
+opt_C = 4  # latent channels
+opt_f = 8  # pixels per latent cell
+
+VERSION = "v1.10.1"
 
 
-def setup_color_correction(image):
-    raise NotImplementedError("colour correction is not faked")
+def program_version() -> str:
+    return VERSION
 
 
-def apply_overlay(image, paste_loc, overlay):
-    if overlay is None:
-        return image, image.copy()
-
-    raise NotImplementedError("inpainting overlays are not faked")
+# --- small helpers --------------------------------------------------------------------------------------------------
 
 
 def txt2img_image_conditioning(sd_model, x, width, height):
-    if sd_model.model.conditioning_key in {"hybrid", "concat"}:  # Inpainting models
-        raise NotImplementedError("inpainting models are not faked")
+    """Plain (non-inpainting) models get a dummy all-zero image conditioning of shape (n, 5, 1, 1)."""
+    if sd_model.model.conditioning_key in ("hybrid", "concat"):
+        raise NotImplementedError("the fake webui has no inpainting models")
+    return torch.zeros((len(x), 5, 1, 1), dtype=x.dtype, device=x.device)
 
-    # Dummy zero conditioning if we're not using inpainting or unclip models.
-    return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
+
+def apply_overlay(image, paste_loc, overlay):
+    """(image, image before compositing). Without an overlay (always, here) both are the generated image."""
+    if overlay is not None:
+        raise NotImplementedError("inpainting overlays are not modelled")
+    return image, image.copy()
+
+
+def get_fixed_seed(seed):
+    """-1, None, "" or text that is not a number mean "pick one at random"."""
+    if isinstance(seed, str):
+        seed = int(seed) if seed.strip().lstrip("-").isdigit() else -1
+    if seed is None or seed == -1:
+        return random.randrange(4294967294)
+    return seed
+
+
+def fix_seed(p):
+    p.seed, p.subseed = get_fixed_seed(p.seed), get_fixed_seed(p.subseed)
+
+
+def create_random_tensors(
+    shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0, p=None
+):
+    generator = rng.ImageRNG(shape, seeds, subseeds, subseed_strength, seed_resize_from_h, seed_resize_from_w)
+    return generator.next()
+
+
+class DecodedSamples(list):
+    """A list of decoded image tensors; `already_decoded` tells process_images not to run the VAE again."""
+
+    already_decoded = True
+
+
+def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
+    out = DecodedSamples()
+    if check_for_nans:
+        devices.test_for_nans(batch, "unet")
+    for latent in batch:
+        decoded = sd_samplers_common.decode_first_stage(model, latent[None])[0]
+        if check_for_nans:
+            devices.test_for_nans(decoded, "vae")
+        out.append(decoded if target_device is None else decoded.to(target_device))
+    return out
+
+
+def _fire(p, phase: str, *args, **kwargs):
+    """`p.scripts.<phase>(p, ...)` when the job has a ScriptRunner; returns the last argument (the phase's
+    *Args object, when it has one) so its possibly replaced contents can be read back."""
+    if p.scripts is not None:
+        getattr(p.scripts, phase)(p, *args, **kwargs)
+    return args[-1] if args else None
+
+
+def _drop_cached_conds(cls, *names):
+    """Ends a job: its cond cache goes unless opts.persistent_cond_cache keeps it for the next job."""
+    if not opts.persistent_cond_cache:
+        for name in names:
+            setattr(cls, name, [None, None])
+
+
+def _batch_slice(values, n, size):
+    return values[n * size : (n + 1) * size]
+
+
+def _to_pil(tensor) -> Image.Image:
+    array = np.moveaxis(tensor.cpu().numpy(), 0, -1) * 255.0
+    return Image.fromarray(array.astype(np.uint8))
+
+
+# --- the processing objects -----------------------------------------------------------------------------------------
 
 
 @dataclass(repr=False)
 class StableDiffusionProcessing:
+    """What one Generate click asks for. Field names and defaults follow v1.10.1; `sd_model` always reads the
+    loaded model, `scripts`/`script_args` run `ScriptRunner.setup_scrips` once both are set."""
+
     sd_model: object = None
-    outpath_samples: str = None
-    outpath_grids: str = None
-    prompt: str = ""
-    prompt_for_display: str = None
-    negative_prompt: str = ""
-    styles: list[str] = None
-    seed: int = -1
-    subseed: int = -1
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+    prompt: str | list[str] = ""
+    prompt_for_display: str | None = None
+    negative_prompt: str | list[str] = ""
+    styles: list[str] | None = None
+    seed: int | list[int] = -1
+    subseed: int | list[int] = -1
     subseed_strength: float = 0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     seed_enable_extras: bool = True
-    sampler_name: str = None
-    scheduler: str = None
+    sampler_name: str | None = None
+    scheduler: str | None = None
     batch_size: int = 1
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
     width: int = 512
     height: int = 512
-    restore_faces: bool = None
-    tiling: bool = None
+    restore_faces: bool | None = None
+    tiling: bool | None = None
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
-    extra_generation_params: dict[str, Any] = None
-    overlay_images: list = None
-    eta: float = None
+    extra_generation_params: dict[str, Any] | None = None
+    overlay_images: list | None = None
+    eta: float | None = None
     do_not_reload_embeddings: bool = False
-    denoising_strength: float = None
-    ddim_discretize: str = None
-    s_min_uncond: float = None
-    s_churn: float = None
-    s_tmax: float = None
-    s_tmin: float = None
-    s_noise: float = None
-    override_settings: dict[str, Any] = None
+    denoising_strength: float | None = None
+    ddim_discretize: str | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
-    sampler_index: int = None
-    refiner_checkpoint: str = None
-    refiner_switch_at: float = None
+    sampler_index: int | None = None
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
     token_merging_ratio = 0
     token_merging_ratio_hr = 0
     disable_extra_networks: bool = False
-    firstpass_image: Image = None
+    firstpass_image: Image.Image | None = None
 
-    scripts_value: scripts.ScriptRunner = field(default=None, init=False)
-    script_args_value: list = field(default=None, init=False)
-    scripts_setup_complete: bool = field(default=False, init=False)
+    comments: dict | None = None
 
-    cached_uc = [None, None]
+    # class-wide [key, conds] pairs: the cond cache survives between jobs when opts.persistent_cond_cache is on
     cached_c = [None, None]
+    cached_uc = [None, None]
 
-    comments: dict = None
-    sampler: sd_samplers_common.Sampler | None = field(default=None, init=False)
-    is_using_inpainting_conditioning: bool = field(default=False, init=False)
-    paste_to: tuple | None = field(default=None, init=False)
-
-    is_hr_pass: bool = field(default=False, init=False)
-
-    c: tuple = field(default=None, init=False)
-    uc: tuple = field(default=None, init=False)
-
-    rng: rng.ImageRNG | None = field(default=None, init=False)
-    step_multiplier: int = field(default=1, init=False)
-    color_corrections: list = field(default=None, init=False)
-
-    all_prompts: list = field(default=None, init=False)
-    all_negative_prompts: list = field(default=None, init=False)
-    all_seeds: list = field(default=None, init=False)
-    all_subseeds: list = field(default=None, init=False)
-    iteration: int = field(default=0, init=False)
-    main_prompt: str = field(default=None, init=False)
-    main_negative_prompt: str = field(default=None, init=False)
-
-    prompts: list = field(default=None, init=False)
-    negative_prompts: list = field(default=None, init=False)
-    seeds: list = field(default=None, init=False)
-    subseeds: list = field(default=None, init=False)
-    extra_network_data: dict = field(default=None, init=False)
-
-    user: str = field(default=None, init=False)
-
-    sd_model_name: str = field(default=None, init=False)
-    sd_model_hash: str = field(default=None, init=False)
-    sd_vae_name: str = field(default=None, init=False)
-    sd_vae_hash: str = field(default=None, init=False)
-
-    is_api: bool = field(default=False, init=False)
+    # attributes that are not constructor arguments: (names, initial value)
+    _STATE = (
+        ("scripts_value script_args_value sampler paste_to c uc rng color_corrections all_prompts all_negative_prompts "
+         "all_seeds all_subseeds main_prompt main_negative_prompt prompts negative_prompts seeds subseeds "
+         "extra_network_data user sd_model_name sd_model_hash sd_vae_name sd_vae_hash sampler_noise_scheduler_override "
+         "refiner_checkpoint_info", None),
+        ("scripts_setup_complete is_using_inpainting_conditioning is_hr_pass is_api", False),
+        ("iteration", 0),
+        ("step_multiplier", 1),
+    )  # fmt: skip
 
     def __post_init__(self):
-        if self.sampler_index is not None:
-            print("sampler_index argument for StableDiffusionProcessing does not do anything; use sampler_name")
-
+        for cls in reversed(type(self).__mro__):
+            for names, initial in vars(cls).get("_STATE", ()):
+                for name in names.split():
+                    self.__dict__[name] = initial
         self.comments = {}
+        self.styles = list(self.styles or [])
+        self.extra_generation_params = dict(self.extra_generation_params or {})
+        self.override_settings = dict(self.override_settings or {})
+        if not self.seed_enable_extras:  # the UI's "Extra" seed options are off: no variation, no resize
+            self.subseed, self.subseed_strength = -1, 0
+            self.seed_resize_from_h = self.seed_resize_from_w = 0
 
-        if self.styles is None:
-            self.styles = []
-
-        self.sampler_noise_scheduler_override = None
-
-        self.extra_generation_params = self.extra_generation_params or {}
-        self.override_settings = self.override_settings or {}
-        self.script_args = self.script_args or {}
-
-        self.refiner_checkpoint_info = None
-
-        if not self.seed_enable_extras:
-            self.subseed = -1
-            self.subseed_strength = 0
-            self.seed_resize_from_h = 0
-            self.seed_resize_from_w = 0
-
-        self.cached_uc = StableDiffusionProcessing.cached_uc
-        self.cached_c = StableDiffusionProcessing.cached_c
-
-    def fill_fields_from_opts(self):
-        self.s_min_uncond = self.s_min_uncond if self.s_min_uncond is not None else opts.s_min_uncond
-        self.s_churn = self.s_churn if self.s_churn is not None else opts.s_churn
-        self.s_tmin = self.s_tmin if self.s_tmin is not None else opts.s_tmin
-        self.s_tmax = (self.s_tmax if self.s_tmax is not None else opts.s_tmax) or float("inf")
-        self.s_noise = self.s_noise if self.s_noise is not None else opts.s_noise
+    # -- properties the webui exposes --------------------------------------------------------------------------------
 
     @property
     def sd_model(self):
@@ -198,7 +220,7 @@ class StableDiffusionProcessing:
 
     @sd_model.setter
     def sd_model(self, value):
-        pass
+        """Ignored: the processing object always uses the loaded model."""
 
     @property
     def scripts(self):
@@ -207,9 +229,7 @@ class StableDiffusionProcessing:
     @scripts.setter
     def scripts(self, value):
         self.scripts_value = value
-
-        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
-            self.setup_scripts()
+        self._setup_scripts_once()
 
     @property
     def script_args(self):
@@ -218,144 +238,102 @@ class StableDiffusionProcessing:
     @script_args.setter
     def script_args(self, value):
         self.script_args_value = value
+        self._setup_scripts_once()
 
+    def _setup_scripts_once(self):
         if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
             self.setup_scripts()
 
     def setup_scripts(self):
         self.scripts_setup_complete = True
-
         self.scripts.setup_scrips(self, is_ui=not self.is_api)
+
+    # -- per-job setup -----
 
     def comment(self, text):
         self.comments[text] = 1
 
-    def txt2img_image_conditioning(self, x, width=None, height=None):
-        self.is_using_inpainting_conditioning = self.sd_model.model.conditioning_key in {"hybrid", "concat"}
-
-        return txt2img_image_conditioning(self.sd_model, x, width or self.width, height or self.height)
-
-    def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
-        if self.sd_model.cond_stage_key == "edit" or self.sampler.conditioning_key != "crossattn":
-            raise NotImplementedError("only crossattn models are faked")
-
-        # Dummy zero conditioning if we're not using inpainting or depth model.
-        return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
-
-    def init(self, all_prompts, all_seeds, all_subseeds):
-        pass
-
-    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        raise NotImplementedError()
-
-    def close(self):
-        self.sampler = None
-        self.c = None
-        self.uc = None
-        if not opts.persistent_cond_cache:
-            StableDiffusionProcessing.cached_c = [None, None]
-            StableDiffusionProcessing.cached_uc = [None, None]
-
-    def get_token_merging_ratio(self, for_hr=False):
-        if for_hr:
-            return (
-                self.token_merging_ratio_hr
-                or opts.token_merging_ratio_hr
-                or self.token_merging_ratio
-                or opts.token_merging_ratio
-            )
-
-        return self.token_merging_ratio or opts.token_merging_ratio
+    def fill_fields_from_opts(self):
+        for name in ("s_min_uncond", "s_churn", "s_tmin", "s_tmax", "s_noise"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(opts, name))
+        self.s_tmax = self.s_tmax or float("inf")
 
     def setup_prompts(self):
-        if isinstance(self.prompt, list):
-            self.all_prompts = self.prompt
-        elif isinstance(self.negative_prompt, list):
-            self.all_prompts = [self.prompt] * len(self.negative_prompt)
+        prompts, negatives = self.prompt, self.negative_prompt
+        if isinstance(prompts, list) or isinstance(negatives, list):
+            count = len(prompts if isinstance(prompts, list) else negatives)
         else:
-            self.all_prompts = self.batch_size * self.n_iter * [self.prompt]
-
-        if isinstance(self.negative_prompt, list):
-            self.all_negative_prompts = self.negative_prompt
-        else:
-            self.all_negative_prompts = [self.negative_prompt] * len(self.all_prompts)
-
+            count = self.batch_size * self.n_iter
+        self.all_prompts = list(prompts) if isinstance(prompts, list) else [prompts] * count
+        self.all_negative_prompts = list(negatives) if isinstance(negatives, list) else [negatives] * count
         if len(self.all_prompts) != len(self.all_negative_prompts):
             raise RuntimeError(
-                f"Received a different number of prompts ({len(self.all_prompts)}) and negative "
-                f"prompts ({len(self.all_negative_prompts)})"
+                f"{len(self.all_prompts)} prompts but {len(self.all_negative_prompts)} negative prompts were given"
             )
-
-        self.all_prompts = [shared.prompt_styles.apply_styles_to_prompt(x, self.styles) for x in self.all_prompts]
+        styles = shared.prompt_styles
+        self.all_prompts = [styles.apply_styles_to_prompt(t, self.styles) for t in self.all_prompts]
         self.all_negative_prompts = [
-            shared.prompt_styles.apply_negative_styles_to_prompt(x, self.styles) for x in self.all_negative_prompts
+            styles.apply_negative_styles_to_prompt(t, self.styles) for t in self.all_negative_prompts
         ]
+        self.main_prompt, self.main_negative_prompt = self.all_prompts[0], self.all_negative_prompts[0]
 
-        self.main_prompt = self.all_prompts[0]
-        self.main_negative_prompt = self.all_negative_prompts[0]
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        """Called once per job, before the batch loop."""
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        raise NotImplementedError
+
+    def close(self):
+        self.sampler = self.c = self.uc = None
+        _drop_cached_conds(StableDiffusionProcessing, "cached_c", "cached_uc")
+
+    def get_token_merging_ratio(self, for_hr=False):
+        first = self.token_merging_ratio or opts.token_merging_ratio
+        return (self.token_merging_ratio_hr or opts.token_merging_ratio_hr or first) if for_hr else first
+
+    # -- conditioning ------------------------------------------------------------------------------------------------
 
     def cached_params(self, required_prompts, steps, extra_network_data, hires_steps=None, use_old_scheduling=False):
-        """Returns parameters that invalidate the cond cache if changed"""
-        return (
-            required_prompts,
-            steps,
-            hires_steps,
-            use_old_scheduling,
-            opts.CLIP_stop_at_last_layers,
-            shared.sd_model.sd_checkpoint_info,
-            extra_network_data,
-            opts.sdxl_crop_left,
-            opts.sdxl_crop_top,
-            self.width,
-            self.height,
-            opts.fp8_storage,
-            opts.cache_fp16_weight,
-            opts.emphasis,
+        """Everything that, when changed, makes a cached cond stale."""
+        model = shared.sd_model
+        settings = tuple(
+            getattr(opts, name, None)
+            for name in ("CLIP_stop_at_last_layers", "sdxl_crop_left", "sdxl_crop_top", "emphasis")
         )
+        return (list(required_prompts), steps, hires_steps, use_old_scheduling, model.sd_checkpoint_info,
+                extra_network_data, self.width, self.height, settings)  # fmt: skip
 
     def get_conds_with_caching(self, function, required_prompts, steps, caches, extra_network_data, hires_steps=None):
-        """Returns the result of calling function(shared.sd_model, required_prompts, steps) using a cache to store
-        the result if the same arguments have been used before. caches is a list of [params, result] pairs."""
-        cached_params = self.cached_params(
-            required_prompts, steps, extra_network_data, hires_steps, shared.opts.use_old_scheduling
-        )
-
-        for cache in caches:
-            if cache[0] is not None and cached_params == cache[0]:
-                return cache[1]
-
-        cache = caches[0]
-
+        """`function(sd_model, prompts, steps, hires_steps, use_old_scheduling)`, or a cached result for the same key.
+        `caches` are [key, value] lists tried in order; a new result is stored in the first."""
+        old_scheduling = opts.use_old_scheduling
+        key = self.cached_params(required_prompts, steps, extra_network_data, hires_steps, old_scheduling)
+        hit = next((cache for cache in caches if cache[0] is not None and cache[0] == key), None)
+        if hit is not None:
+            return hit[1]
         with devices.autocast():
-            cache[1] = function(shared.sd_model, required_prompts, steps, hires_steps, shared.opts.use_old_scheduling)
+            value = function(shared.sd_model, required_prompts, steps, hires_steps, old_scheduling)
+        caches[0][:] = [key, value]
+        return value
 
-        cache[0] = cached_params
-        return cache[1]
+    def _total_steps(self, sampler_name, steps):
+        config = sd_samplers.find_sampler_config(sampler_name)
+        return config.total_steps(steps) if config else steps
 
     def setup_conds(self):
-        prompts = prompt_parser.SdConditioning(self.prompts, width=self.width, height=self.height)
-        negative_prompts = prompt_parser.SdConditioning(
-            self.negative_prompts, width=self.width, height=self.height, is_negative_prompt=True
-        )
-
-        sampler_config = sd_samplers.find_sampler_config(self.sampler_name)
-        total_steps = sampler_config.total_steps(self.steps) if sampler_config else self.steps
-        self.step_multiplier = total_steps // self.steps
-        self.firstpass_steps = total_steps
-
+        size = {"width": self.width, "height": self.height}
+        total = self._total_steps(self.sampler_name, self.steps)
+        self.step_multiplier = total // self.steps
+        self.firstpass_steps = total
+        negatives = prompt_parser.SdConditioning(self.negative_prompts, is_negative_prompt=True, **size)
+        positives = prompt_parser.SdConditioning(self.prompts, **size)
+        networks = self.extra_network_data
         self.uc = self.get_conds_with_caching(
-            prompt_parser.get_learned_conditioning,
-            negative_prompts,
-            total_steps,
-            [self.cached_uc],
-            self.extra_network_data,
+            prompt_parser.get_learned_conditioning, negatives, total, [self.cached_uc], networks
         )
         self.c = self.get_conds_with_caching(
-            prompt_parser.get_multicond_learned_conditioning,
-            prompts,
-            total_steps,
-            [self.cached_c],
-            self.extra_network_data,
+            prompt_parser.get_multicond_learned_conditioning, positives, total, [self.cached_c], networks
         )
 
     def get_conds(self):
@@ -364,16 +342,45 @@ class StableDiffusionProcessing:
     def parse_extra_network_prompts(self):
         self.prompts, self.extra_network_data = extra_networks.parse_prompts(self.prompts)
 
+    # -- images ------------------------------------------------------------------------------------------------------
+
+    def txt2img_image_conditioning(self, x, width=None, height=None):
+        self.is_using_inpainting_conditioning = self.sd_model.model.conditioning_key in ("hybrid", "concat")
+        return txt2img_image_conditioning(self.sd_model, x, width or self.width, height or self.height)
+
+    def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        if self.sd_model.cond_stage_key == "edit" or self.sampler.conditioning_key != "crossattn":
+            raise NotImplementedError("the fake webui has only crossattn models")
+        return torch.zeros((len(latent_image), 5, 1, 1), dtype=latent_image.dtype)
+
     def save_samples(self) -> bool:
-        """Returns whether generated images need to be written to disk"""
-        return (
-            opts.samples_save
-            and not self.do_not_save_samples
-            and (opts.save_incomplete_images or (not state.interrupted and not state.skipped))
+        """Whether generated images go to disk: samples_save on, not disabled here, and the job not cut short
+        (unless save_incomplete_images)."""
+        cut_short = state.interrupted or state.skipped
+        return bool(
+            opts.samples_save and not self.do_not_save_samples and (opts.save_incomplete_images or not cut_short)
         )
 
 
+# --- Processed and infotext -----------------------------------------------------------------------------------------
+
+# attributes Processed takes from p unchanged
+_FROM_P = (
+    "width height sampler_name cfg_scale steps batch_size restore_faces sd_model_name sd_model_hash sd_vae_name "
+    "sd_vae_hash seed_resize_from_w seed_resize_from_h denoising_strength extra_generation_params styles "
+    "subseed_strength token_merging_ratio token_merging_ratio_hr eta ddim_discretize s_churn s_tmin s_tmax s_noise "
+    "s_min_uncond sampler_noise_scheduler_override is_using_inpainting_conditioning"
+).split()
+
+
+def _first(value):
+    return value[0] if isinstance(value, list) else value
+
+
 class Processed:
+    """The result of `process_images`: images (grid first when there is one), their infotexts, and the job's
+    prompts, seeds and settings."""
+
     def __init__(
         self,
         p: StableDiffusionProcessing,
@@ -389,178 +396,84 @@ class Processed:
         infotexts=None,
         comments="",
     ):
+        for name in _FROM_P:
+            setattr(self, name, getattr(p, name, None))
         self.images = images_list
-        self.prompt = p.prompt
-        self.negative_prompt = p.negative_prompt
-        self.seed = seed
-        self.subseed = subseed
-        self.subseed_strength = p.subseed_strength
         self.info = info
-        self.comments = "".join(f"{comment}\n" for comment in p.comments)
-        self.width = p.width
-        self.height = p.height
-        self.sampler_name = p.sampler_name
-        self.cfg_scale = p.cfg_scale
+        self.comments = "".join(f"{text}\n" for text in p.comments)
         self.image_cfg_scale = getattr(p, "image_cfg_scale", None)
-        self.steps = p.steps
-        self.batch_size = p.batch_size
-        self.restore_faces = p.restore_faces
-        self.face_restoration_model = opts.face_restoration_model if p.restore_faces else None
-        self.sd_model_name = p.sd_model_name
-        self.sd_model_hash = p.sd_model_hash
-        self.sd_vae_name = p.sd_vae_name
-        self.sd_vae_hash = p.sd_vae_hash
-        self.seed_resize_from_w = p.seed_resize_from_w
-        self.seed_resize_from_h = p.seed_resize_from_h
-        self.denoising_strength = p.denoising_strength
-        self.extra_generation_params = p.extra_generation_params
-        self.index_of_first_image = index_of_first_image
-        self.styles = p.styles
-        self.job_timestamp = state.job_timestamp
-        self.clip_skip = opts.CLIP_stop_at_last_layers
-        self.token_merging_ratio = p.token_merging_ratio
-        self.token_merging_ratio_hr = p.token_merging_ratio_hr
+        self.face_restoration_model = _when(p.restore_faces, opts.face_restoration_model)
+        self.index_of_first_image, self.version = index_of_first_image, program_version()
+        self.job_timestamp, self.clip_skip = state.job_timestamp, opts.CLIP_stop_at_last_layers
 
-        self.eta = p.eta
-        self.ddim_discretize = p.ddim_discretize
-        self.s_churn = p.s_churn
-        self.s_tmin = p.s_tmin
-        self.s_tmax = p.s_tmax
-        self.s_noise = p.s_noise
-        self.s_min_uncond = p.s_min_uncond
-        self.sampler_noise_scheduler_override = p.sampler_noise_scheduler_override
-        self.prompt = self.prompt if not isinstance(self.prompt, list) else self.prompt[0]
-        self.negative_prompt = (
-            self.negative_prompt if not isinstance(self.negative_prompt, list) else self.negative_prompt[0]
-        )
-        self.seed = int(self.seed if not isinstance(self.seed, list) else self.seed[0]) if self.seed is not None else -1
-        self.subseed = (
-            int(self.subseed if not isinstance(self.subseed, list) else self.subseed[0])
-            if self.subseed is not None
-            else -1
-        )
-        self.is_using_inpainting_conditioning = p.is_using_inpainting_conditioning
-
-        self.all_prompts = all_prompts or p.all_prompts or [self.prompt]
-        self.all_negative_prompts = all_negative_prompts or p.all_negative_prompts or [self.negative_prompt]
-        self.all_seeds = all_seeds or p.all_seeds or [self.seed]
-        self.all_subseeds = all_subseeds or p.all_subseeds or [self.subseed]
-        self.infotexts = infotexts or [info] * len(images_list)
-        self.version = program_version()
+        self.prompt = _first(p.prompt)
+        self.negative_prompt = _first(p.negative_prompt)
+        self.seed = -1 if seed is None else int(_first(seed))
+        self.subseed = -1 if subseed is None else int(_first(subseed))
+        given = {"prompts": all_prompts, "negative_prompts": all_negative_prompts, "seeds": all_seeds}
+        given["subseeds"] = all_subseeds
+        for name, value in given.items():  # what was passed, else p's, else the single value
+            single = getattr(self, name[:-1])
+            setattr(self, f"all_{name}", value or getattr(p, f"all_{name}") or [single])
+        self.infotexts = infotexts or [info for _ in images_list]
 
     def js(self):
-        obj = {
-            "prompt": self.all_prompts[0],
-            "all_prompts": self.all_prompts,
-            "negative_prompt": self.all_negative_prompts[0],
-            "all_negative_prompts": self.all_negative_prompts,
-            "seed": self.seed,
-            "all_seeds": self.all_seeds,
-            "subseed": self.subseed,
-            "all_subseeds": self.all_subseeds,
-            "subseed_strength": self.subseed_strength,
-            "width": self.width,
-            "height": self.height,
-            "sampler_name": self.sampler_name,
-            "cfg_scale": self.cfg_scale,
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "restore_faces": self.restore_faces,
-            "face_restoration_model": self.face_restoration_model,
-            "sd_model_name": self.sd_model_name,
-            "sd_model_hash": self.sd_model_hash,
-            "sd_vae_name": self.sd_vae_name,
-            "sd_vae_hash": self.sd_vae_hash,
-            "seed_resize_from_w": self.seed_resize_from_w,
-            "seed_resize_from_h": self.seed_resize_from_h,
-            "denoising_strength": self.denoising_strength,
-            "extra_generation_params": self.extra_generation_params,
-            "index_of_first_image": self.index_of_first_image,
-            "infotexts": self.infotexts,
-            "styles": self.styles,
-            "job_timestamp": self.job_timestamp,
-            "clip_skip": self.clip_skip,
-            "is_using_inpainting_conditioning": self.is_using_inpainting_conditioning,
-            "version": self.version,
-        }
-
-        return json.dumps(obj, default=lambda o: None)
+        shown = (
+            "seed all_seeds subseed all_subseeds subseed_strength width height sampler_name cfg_scale steps "
+            "batch_size restore_faces face_restoration_model sd_model_name sd_model_hash sd_vae_name sd_vae_hash "
+            "seed_resize_from_w seed_resize_from_h denoising_strength extra_generation_params index_of_first_image "
+            "infotexts styles job_timestamp clip_skip is_using_inpainting_conditioning version"
+        ).split()
+        record = {name: getattr(self, name) for name in shown}
+        record |= {"prompt": self.all_prompts[0], "all_prompts": self.all_prompts}
+        record |= {"negative_prompt": self.all_negative_prompts[0], "all_negative_prompts": self.all_negative_prompts}
+        return json.dumps(record, default=lambda _unserialisable: None)
 
     def infotext(self, p: StableDiffusionProcessing, index):
+        iteration, position = divmod(index, self.batch_size)
         return create_infotext(
-            p,
-            self.all_prompts,
-            self.all_seeds,
-            self.all_subseeds,
-            comments=[],
-            position_in_batch=index % self.batch_size,
-            iteration=index // self.batch_size,
+            p, self.all_prompts, self.all_seeds, self.all_subseeds, [], iteration=iteration, position_in_batch=position
         )
 
     def get_token_merging_ratio(self, for_hr=False):
         return self.token_merging_ratio_hr if for_hr else self.token_merging_ratio
 
 
-def create_random_tensors(
-    shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0, p=None
-):
-    g = rng.ImageRNG(
-        shape,
-        seeds,
-        subseeds=subseeds,
-        subseed_strength=subseed_strength,
-        seed_resize_from_h=seed_resize_from_h,
-        seed_resize_from_w=seed_resize_from_w,
-    )
-    return g.next()
+def _when(flag, value):
+    return value if flag else None
 
 
-class DecodedSamples(list):
-    already_decoded = True
-
-
-def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
-    samples = DecodedSamples()
-
-    if check_for_nans:
-        devices.test_for_nans(batch, "unet")
-
-    for i in range(batch.shape[0]):
-        sample = decode_first_stage(model, batch[i : i + 1])[0]
-
-        if check_for_nans:
-            devices.test_for_nans(sample, "vae")
-
-        if target_device is not None:
-            sample = sample.to(target_device)
-
-        samples.append(sample)
-
-    return samples
-
-
-def get_fixed_seed(seed):
-    if seed == "" or seed is None:
-        seed = -1
-    elif isinstance(seed, str):
-        try:
-            seed = int(seed)
-        except Exception:
-            seed = -1
-
-    if seed == -1:
-        return int(random.randrange(4294967294))
-
-    return seed
-
-
-def fix_seed(p):
-    p.seed = get_fixed_seed(p.seed)
-    p.subseed = get_fixed_seed(p.subseed)
-
-
-def program_version():
-    return "v1.10.1"
+def _standard_params(p, index, use_main_prompt, all_seeds, all_subseeds) -> dict:
+    """The infotext's fixed keys, in v1.10.1's order (None: left out)."""
+    seed = p.all_seeds[0] if use_main_prompt else all_seeds[index]
+    varied = p.subseed_strength != 0
+    subseed = (p.all_subseeds[0] if use_main_prompt else all_subseeds[index]) if varied else None
+    resized = p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0
+    clip_skip = getattr(p, "clip_skip", opts.CLIP_stop_at_last_layers)
+    merging = p.get_token_merging_ratio()
+    merging_hr = p.get_token_merging_ratio(for_hr=True) if getattr(p, "enable_hr", False) else 0
+    return {
+        "Steps": p.steps,
+        **{"Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale},
+        "Image CFG scale": getattr(p, "image_cfg_scale", None),
+        "Seed": seed,
+        "Face restoration": _when(p.restore_faces, opts.face_restoration_model),
+        "Size": "x".join(map(str, (p.width, p.height))),
+        "Model hash": _when(opts.add_model_hash_to_info, p.sd_model_hash),
+        "Model": _when(opts.add_model_name_to_info, p.sd_model_name),
+        "VAE hash": _when(opts.add_vae_hash_to_info, p.sd_vae_hash),
+        "VAE": _when(opts.add_vae_name_to_info, p.sd_vae_name),
+        "Variation seed": subseed,
+        "Variation seed strength": _when(varied, p.subseed_strength),
+        "Seed resize from": _when(resized, f"{p.seed_resize_from_w}x{p.seed_resize_from_h}"),
+        "Denoising strength": None,  # keeps its place; the value comes with extra_generation_params
+        "Clip skip": _when(clip_skip > 1, clip_skip),
+        "Token merging ratio": merging or None,
+        "Token merging ratio hr": merging_hr or None,
+        "Init image hash": getattr(p, "init_img_hash", None),
+        "RNG": _when(opts.randn_source != "GPU", opts.randn_source),
+        "Tiling": _when(p.tiling, "True"),
+    }
 
 
 def create_infotext(
@@ -575,994 +488,589 @@ def create_infotext(
     index=None,
     all_negative_prompts=None,
 ):
-    """The text under each image: prompt, negative prompt, then "key: value" pairs, p.extra_generation_params
-    included (values may be lists indexed by `index`, or callables called with this function's locals)."""
+    """The text stored with an image: its prompt, "Negative prompt: …" when there is one, then `key: value` pairs —
+    the standard ones, then `p.extra_generation_params` (a list value is indexed by the image's index, a callable is
+    called with keywords such as p, index, prompt_text, negative_prompt), then Version. None values are left out."""
     if use_main_prompt:
         index = 0
     elif index is None:
-        index = position_in_batch + iteration * p.batch_size
-
-    if all_negative_prompts is None:
-        all_negative_prompts = p.all_negative_prompts
-
-    clip_skip = getattr(p, "clip_skip", opts.CLIP_stop_at_last_layers)
-    enable_hr = getattr(p, "enable_hr", False)
-    token_merging_ratio = p.get_token_merging_ratio()
-    token_merging_ratio_hr = p.get_token_merging_ratio(for_hr=True)
-
+        index = iteration * p.batch_size + position_in_batch
+    negatives = p.all_negative_prompts if all_negative_prompts is None else all_negative_prompts
     prompt_text = p.main_prompt if use_main_prompt else all_prompts[index]
-    negative_prompt = p.main_negative_prompt if use_main_prompt else all_negative_prompts[index]
+    negative_prompt = p.main_negative_prompt if use_main_prompt else negatives[index]
 
-    uses_ensd = opts.eta_noise_seed_delta != 0
-    if uses_ensd:
-        uses_ensd = sd_samplers_common.is_sampler_using_eta_noise_seed_delta(p)
+    params = _standard_params(p, index, use_main_prompt, all_seeds, all_subseeds)
+    params.update(p.extra_generation_params)
+    params["Version"] = program_version() if opts.add_version_to_infotext else None
+    params["User"] = p.user if opts.add_user_name_to_info else None
 
-    generation_params = {
-        "Steps": p.steps,
-        "Sampler": p.sampler_name,
-        "Schedule type": p.scheduler,
-        "CFG scale": p.cfg_scale,
-        "Image CFG scale": getattr(p, "image_cfg_scale", None),
-        "Seed": p.all_seeds[0] if use_main_prompt else all_seeds[index],
-        "Face restoration": opts.face_restoration_model if p.restore_faces else None,
-        "Size": f"{p.width}x{p.height}",
-        "Model hash": p.sd_model_hash if opts.add_model_hash_to_info else None,
-        "Model": p.sd_model_name if opts.add_model_name_to_info else None,
-        "FP8 weight": opts.fp8_storage if devices.fp8 else None,
-        "Cache FP16 weight for LoRA": opts.cache_fp16_weight if devices.fp8 else None,
-        "VAE hash": p.sd_vae_hash if opts.add_vae_hash_to_info else None,
-        "VAE": p.sd_vae_name if opts.add_vae_name_to_info else None,
-        "Variation seed": (
-            None if p.subseed_strength == 0 else (p.all_subseeds[0] if use_main_prompt else all_subseeds[index])
-        ),
-        "Variation seed strength": (None if p.subseed_strength == 0 else p.subseed_strength),
-        "Seed resize from": (
-            None
-            if p.seed_resize_from_w <= 0 or p.seed_resize_from_h <= 0
-            else f"{p.seed_resize_from_w}x{p.seed_resize_from_h}"
-        ),
-        "Denoising strength": p.extra_generation_params.get("Denoising strength"),
-        "Conditional mask weight": (
-            getattr(p, "inpainting_mask_weight", shared.opts.inpainting_mask_weight)
-            if p.is_using_inpainting_conditioning
-            else None
-        ),
-        "Clip skip": None if clip_skip <= 1 else clip_skip,
-        "ENSD": opts.eta_noise_seed_delta if uses_ensd else None,
-        "Token merging ratio": None if token_merging_ratio == 0 else token_merging_ratio,
-        "Token merging ratio hr": None if not enable_hr or token_merging_ratio_hr == 0 else token_merging_ratio_hr,
-        "Init image hash": getattr(p, "init_img_hash", None),
-        "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
-        "Tiling": "True" if p.tiling else None,
-        **p.extra_generation_params,
-        "Version": program_version() if opts.add_version_to_infotext else None,
-        "User": p.user if opts.add_user_name_to_info else None,
-    }
-
-    for key, value in generation_params.items():
+    context = {
+        "p": p, "index": index, "prompt_text": prompt_text, "negative_prompt": negative_prompt,
+        "all_prompts": all_prompts, "all_seeds": all_seeds, "all_subseeds": all_subseeds,
+        "all_negative_prompts": negatives, "iteration": iteration, "position_in_batch": position_in_batch,
+        "use_main_prompt": use_main_prompt, "comments": comments,
+    }  # fmt: skip
+    pairs = []
+    for key, value in params.items():
         try:
-            if isinstance(value, list):
-                generation_params[key] = value[index]
-            elif callable(value):
-                generation_params[key] = value(**locals())
-        except Exception:
+            value = value[index] if isinstance(value, list) else value(**context) if callable(value) else value
+        except Exception:  # a broken extension value costs its key, never the infotext
             errors.report(f'Error creating infotext for key "{key}"', exc_info=True)
-            generation_params[key] = None
+            value = None
+        if value is not None:
+            pairs.append(key if key == value else f"{key}: {infotext_utils.quote(value)}")
 
-    generation_params_text = ", ".join(
-        [k if k == v else f"{k}: {infotext_utils.quote(v)}" for k, v in generation_params.items() if v is not None]
-    )
+    lines = [prompt_text]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(pairs))
+    return "\n".join(lines).strip()
 
-    negative_prompt_text = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
 
-    return f"{prompt_text}{negative_prompt_text}\n{generation_params_text}".strip()
+# --- process_images -------------------------------------------------------------------------------------------------
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
-    if p.scripts is not None:
-        p.scripts.before_process(p)
+    """`before_process`, then the job with `p.override_settings` applied (restored afterwards unless asked not to)."""
+    _fire(p, "before_process")
 
-    stored_opts = {
-        k: opts.data[k] if k in opts.data else opts.get_default(k) for k in p.override_settings.keys() if k in opts.data
+    overridden = {
+        name: opts.data.get(name, opts.get_default(name)) for name in p.override_settings if name in opts.data
     }
-
     try:
-        # if no checkpoint override or the override checkpoint can't be found, remove override entry and load opts
-        # checkpoint
         if sd_models.checkpoint_aliases.get(p.override_settings.get("sd_model_checkpoint")) is None:
             p.override_settings.pop("sd_model_checkpoint", None)
-            sd_models.reload_model_weights()
-
-        for k, v in p.override_settings.items():
-            opts.set(k, v, is_api=True, run_callbacks=False)
-
-            if k == "sd_model_checkpoint":
-                sd_models.reload_model_weights()
-
-            if k == "sd_vae":
-                sd_vae.reload_vae_weights()
-
-        # backwards compatibility, fix sampler and scheduler if invalid
+        for name, value in p.override_settings.items():
+            opts.set(name, value, is_api=True, run_callbacks=False)
         sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
-
-        res = process_images_inner(p)
-
+        return process_images_inner(p)
     finally:
-        # restore opts to original state
         if p.override_settings_restore_afterwards:
-            for k, v in stored_opts.items():
-                setattr(opts, k, v)
-
-                if k == "sd_vae":
-                    sd_vae.reload_vae_weights()
-
-    return res
+            for name, value in overridden.items():
+                setattr(opts, name, value)
 
 
-def process_images_inner(p: StableDiffusionProcessing) -> Processed:
-    """this is the main loop that both txt2img and img2img use; it calls func_init once inside all the scopes and
-    func_sample once per batch"""
+def _prepare_job(p: StableDiffusionProcessing) -> None:
+    """Fields filled once per job, before `scripts.process`: model names, defaults from settings, prompts, seeds."""
     if isinstance(p.prompt, list):
-        assert len(p.prompt) > 0
-    else:
-        assert p.prompt is not None
-
-    devices.torch_gc()
-
-    seed = get_fixed_seed(p.seed)
-    subseed = get_fixed_seed(p.subseed)
-
-    if p.restore_faces is None:
-        p.restore_faces = opts.face_restoration
-
-    if p.tiling is None:
-        p.tiling = opts.tiling
-
+        assert p.prompt, "an empty prompt list"
     if p.refiner_checkpoint not in (None, "", "None", "none"):
         raise NotImplementedError("the fake webui has no refiner checkpoints")
+    seed, subseed = get_fixed_seed(p.seed), get_fixed_seed(p.subseed)
+    p.restore_faces = opts.face_restoration if p.restore_faces is None else p.restore_faces
+    p.tiling = opts.tiling if p.tiling is None else p.tiling
 
-    p.sd_model_name = shared.sd_model.sd_checkpoint_info.name_for_extra
-    p.sd_model_hash = shared.sd_model.sd_model_hash
-    p.sd_vae_name = sd_vae.get_loaded_vae_name()
-    p.sd_vae_hash = sd_vae.get_loaded_vae_hash()
-
-    modules.sd_hijack.model_hijack.apply_circular(p.tiling)
-    modules.sd_hijack.model_hijack.clear_comments()
+    model = shared.sd_model
+    p.sd_model_name = model.sd_checkpoint_info.name_for_extra
+    p.sd_model_hash = model.sd_model_hash
+    p.sd_vae_name, p.sd_vae_hash = sd_vae.get_loaded_vae_name(), sd_vae.get_loaded_vae_hash()
+    model_hijack.apply_circular(p.tiling)
+    model_hijack.clear_comments()
 
     p.fill_fields_from_opts()
     p.setup_prompts()
-
-    if isinstance(seed, list):
-        p.all_seeds = seed
-    else:
-        p.all_seeds = [int(seed) + (x if p.subseed_strength == 0 else 0) for x in range(len(p.all_prompts))]
-
-    if isinstance(subseed, list):
-        p.all_subseeds = subseed
-    else:
-        p.all_subseeds = [int(subseed) + x for x in range(len(p.all_prompts))]
+    count = len(p.all_prompts)
+    # with a variation seed every image shares the main seed and only the subseed moves on
+    step = 0 if p.subseed_strength else 1
+    p.all_seeds = seed if isinstance(seed, list) else [int(seed) + i * step for i in range(count)]
+    p.all_subseeds = subseed if isinstance(subseed, list) else [int(subseed) + i for i in range(count)]
 
     if os.path.exists(cmd_opts.embeddings_dir) and not p.do_not_reload_embeddings:
         model_hijack.embedding_db.load_textual_inversion_embeddings()
 
+
+def _write_params_txt(p) -> None:
+    os.makedirs(paths.data_path, exist_ok=True)
+    with open(os.path.join(paths.data_path, "params.txt"), "w", encoding="utf8") as file:
+        file.write(Processed(p, []).infotext(p, 0))
+
+
+def _sample_batch(p: StableDiffusionProcessing, n: int) -> list | None:
+    """One batch from its seeds to decoded image tensors in [0, 1]; None when it has no prompts."""
+    size = p.batch_size
+    p.prompts, p.negative_prompts = _batch_slice(p.all_prompts, n, size), _batch_slice(p.all_negative_prompts, n, size)
+    p.seeds, p.subseeds = _batch_slice(p.all_seeds, n, size), _batch_slice(p.all_subseeds, n, size)
+    channels = getattr(shared.sd_model, "latent_channels", opt_C)
+    shape = (channels, p.height // opt_f, p.width // opt_f)
+    p.rng = rng.ImageRNG(shape, p.seeds, p.subseeds, p.subseed_strength, p.seed_resize_from_h, p.seed_resize_from_w)
+
+    batch_args = {"batch_number": n, "prompts": p.prompts, "seeds": p.seeds, "subseeds": p.subseeds}
+    _fire(p, "before_process_batch", **batch_args)
+    if not p.prompts:
+        return None
+    p.parse_extra_network_prompts()
+    if not p.disable_extra_networks:
+        extra_networks.activate(p, p.extra_network_data)
+    _fire(p, "process_batch", **batch_args)
+
+    p.setup_conds()
+    p.extra_generation_params.update(model_hijack.extra_generation_params)
+    if n == 0 and not cmd_opts.no_prompt_history:
+        _write_params_txt(p)  # after process_batch, which may still change the infotext
+    for text in model_hijack.comments:
+        p.comment(text)
+    if p.n_iter > 1:
+        state.job = f"Batch {n + 1} out of {p.n_iter}"
+
+    samples = p.sample(
+        conditioning=p.c,
+        unconditional_conditioning=p.uc,
+        seeds=p.seeds,
+        subseeds=p.subseeds,
+        subseed_strength=p.subseed_strength,
+        prompts=p.prompts,
+    )
     if p.scripts is not None:
-        p.scripts.process(p)
+        samples = _fire(p, "post_sample", scripts.PostSampleArgs(samples)).samples
+    if not getattr(samples, "already_decoded", False):
+        samples = decode_latent_batch(p.sd_model, samples, target_device=devices.cpu, check_for_nans=True)
+    decoded = ((torch.stack(list(samples)).float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    state.nextjob()
 
-    infotexts = []
-    output_images = []
+    if p.scripts is None:
+        return list(decoded)
+    _fire(p, "postprocess_batch", decoded, batch_number=n)
+    p.prompts, p.negative_prompts = _batch_slice(p.all_prompts, n, size), _batch_slice(p.all_negative_prompts, n, size)
+    return _fire(p, "postprocess_batch_list", scripts.PostprocessBatchListArgs(list(decoded)), batch_number=n).images
+
+
+def _mask_images(p, i, image, before_overlay, mask, infotext, save) -> list[Image.Image]:
+    """The mask (RGB) and the masked composite (RGBA) an inpainting job shows and saves after its image."""
+    out = []
+    wanted = (
+        ("-mask", opts.return_mask, opts.save_mask, lambda: mask.convert("RGB")),
+        ("-mask-composite", opts.return_mask_composite, opts.save_mask_composite,
+         lambda: Image.composite(before_overlay.convert("RGBA"), Image.new("RGBA", image.size),
+                                 mask.convert("L").resize(image.size))),
+    )  # fmt: skip
+    for suffix, returned, saved, make in wanted:
+        if not (returned or saved):
+            continue
+        extra = make()
+        if save and saved:
+            images.save_image(
+                extra, p.outpath_samples, "", p.seeds[i], p.prompts[i], opts.samples_format,
+                info=infotext, p=p, suffix=suffix,
+            )  # fmt: skip
+        if returned:
+            out.append(extra)
+    return out
+
+
+def _finish_images(p, decoded, output_images, infotexts) -> None:
+    """Per image: postprocess_image, postprocess_maskoverlay, overlay, postprocess_image_after_composite, saving,
+    infotext; then the mask images when the job has a mask."""
+    save = p.save_samples()
+
+    def infotext(i):
+        return create_infotext(p, p.prompts, p.seeds, p.subseeds, index=i, all_negative_prompts=p.negative_prompts)
+
+    for i, tensor in enumerate(decoded):
+        p.batch_index = i
+        image = _to_pil(tensor)
+        mask, overlay = getattr(p, "mask_for_overlay", None), None
+        if p.scripts is not None:
+            image = _fire(p, "postprocess_image", scripts.PostprocessImageArgs(image)).image
+            masks = _fire(p, "postprocess_maskoverlay", scripts.PostProcessMaskOverlayArgs(i, mask, overlay))
+            mask, overlay = masks.mask_for_overlay, masks.overlay_image
+        image, before_overlay = apply_overlay(image, p.paste_to, overlay)
+        if p.scripts is not None:
+            image = _fire(p, "postprocess_image_after_composite", scripts.PostprocessImageArgs(image)).image
+
+        text = infotext(i)
+        if save:
+            images.save_image(
+                image, p.outpath_samples, "", p.seeds[i], p.prompts[i], opts.samples_format, info=text, p=p
+            )
+        infotexts.append(text)
+        if opts.enable_pnginfo:
+            image.info["parameters"] = text
+        output_images.append(image)
+        if mask is not None:
+            output_images.extend(_mask_images(p, i, image, before_overlay, mask, text, save))
+
+
+def _add_grid(p, output_images, infotexts) -> int:
+    """Puts the grid of all images first (returns 1) when settings ask for one, and saves it when asked."""
+    if len(output_images) < 2 and opts.grid_only_if_multiple:
+        return 0
+    if p.do_not_save_grid or not (opts.return_grid or opts.grid_save):
+        return 0
+    grid = images.image_grid(output_images, p.batch_size)
+    text = create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, use_main_prompt=True)
+    if opts.grid_save:
+        images.save_image(
+            grid, p.outpath_grids, "grid", p.all_seeds[0], p.all_prompts[0], opts.grid_format, info=text,
+            short_filename=not opts.grid_extended_filename, p=p, grid=True,
+        )  # fmt: skip
+    if not opts.return_grid:
+        return 0
+    if opts.enable_pnginfo:
+        grid.info["parameters"] = text
+    output_images.insert(0, grid)
+    infotexts.insert(0, text)
+    return 1
+
+
+def process_images_inner(p: StableDiffusionProcessing) -> Processed:
+    """The job: `process`, `p.init`, then per batch (`n_iter` of them) before_process_batch, extra networks,
+    process_batch, conds, sampling, post_sample, decoding, postprocess_batch(_list) and the per-image phases; then
+    the grid, and `postprocess` with the `Processed`. Interrupt stops before the next batch, skip only the current."""
+    devices.torch_gc()
+    _prepare_job(p)
+    _fire(p, "process")
+
+    output_images, infotexts = [], []
     with torch.no_grad(), p.sd_model.ema_scope():
-        with devices.autocast():
-            p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
+        p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
+        sd_unet.apply_unet()
+        state.job_count = p.n_iter if state.job_count == -1 else state.job_count
 
-            sd_unet.apply_unet()
-
-        if state.job_count == -1:
-            state.job_count = p.n_iter
-
-        for n in range(p.n_iter):
-            p.iteration = n
-
-            if state.skipped:
-                state.skipped = False
-
+        for batch in range(p.n_iter):
+            p.iteration = batch
+            state.skipped = False  # a skip ends only the batch it was asked in
             if state.interrupted or state.stopping_generation:
                 break
-
-            sd_models.reload_model_weights()  # model can be changed for example by refiner, hiresfix
-
-            p.prompts = p.all_prompts[n * p.batch_size : (n + 1) * p.batch_size]
-            p.negative_prompts = p.all_negative_prompts[n * p.batch_size : (n + 1) * p.batch_size]
-            p.seeds = p.all_seeds[n * p.batch_size : (n + 1) * p.batch_size]
-            p.subseeds = p.all_subseeds[n * p.batch_size : (n + 1) * p.batch_size]
-
-            latent_channels = getattr(shared.sd_model, "latent_channels", opt_C)
-            p.rng = rng.ImageRNG(
-                (latent_channels, p.height // opt_f, p.width // opt_f),
-                p.seeds,
-                subseeds=p.subseeds,
-                subseed_strength=p.subseed_strength,
-                seed_resize_from_h=p.seed_resize_from_h,
-                seed_resize_from_w=p.seed_resize_from_w,
-            )
-
-            if p.scripts is not None:
-                p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
-
-            if len(p.prompts) == 0:
+            decoded = _sample_batch(p, batch)
+            if decoded is None:
                 break
-
-            p.parse_extra_network_prompts()
-
-            if not p.disable_extra_networks:
-                with devices.autocast():
-                    extra_networks.activate(p, p.extra_network_data)
-
-            if p.scripts is not None:
-                p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
-
-            p.setup_conds()
-
-            p.extra_generation_params.update(model_hijack.extra_generation_params)
-
-            # params.txt should be saved after scripts.process_batch, since the infotext could be modified by that
-            # callback
-            if n == 0 and not cmd_opts.no_prompt_history:
-                os.makedirs(paths.data_path, exist_ok=True)
-                with open(os.path.join(paths.data_path, "params.txt"), "w", encoding="utf8") as file:
-                    processed = Processed(p, [])
-                    file.write(processed.infotext(p, 0))
-
-            for comment in model_hijack.comments:
-                p.comment(comment)
-
-            if p.n_iter > 1:
-                shared.state.job = f"Batch {n + 1} out of {p.n_iter}"
-
-            sd_models.apply_alpha_schedule_override(p.sd_model, p)
-
-            with devices.without_autocast() if devices.unet_needs_upcast else devices.autocast():
-                samples_ddim = p.sample(
-                    conditioning=p.c,
-                    unconditional_conditioning=p.uc,
-                    seeds=p.seeds,
-                    subseeds=p.subseeds,
-                    subseed_strength=p.subseed_strength,
-                    prompts=p.prompts,
-                )
-
-            if p.scripts is not None:
-                ps = scripts.PostSampleArgs(samples_ddim)
-                p.scripts.post_sample(p, ps)
-                samples_ddim = ps.samples
-
-            if getattr(samples_ddim, "already_decoded", False):
-                x_samples_ddim = samples_ddim
-            else:
-                devices.test_for_nans(samples_ddim, "unet")
-
-                if opts.sd_vae_decode_method != "Full":
-                    p.extra_generation_params["VAE Decoder"] = opts.sd_vae_decode_method
-                x_samples_ddim = decode_latent_batch(
-                    p.sd_model, samples_ddim, target_device=devices.cpu, check_for_nans=True
-                )
-
-            x_samples_ddim = torch.stack(x_samples_ddim).float()
-            x_samples_ddim = torch.clamp((x_samples_ddim + 1.0) / 2.0, min=0.0, max=1.0)
-
-            del samples_ddim
-
-            devices.torch_gc()
-
-            state.nextjob()
-
-            if p.scripts is not None:
-                p.scripts.postprocess_batch(p, x_samples_ddim, batch_number=n)
-
-                p.prompts = p.all_prompts[n * p.batch_size : (n + 1) * p.batch_size]
-                p.negative_prompts = p.all_negative_prompts[n * p.batch_size : (n + 1) * p.batch_size]
-
-                batch_params = scripts.PostprocessBatchListArgs(list(x_samples_ddim))
-                p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
-                x_samples_ddim = batch_params.images
-
-            def infotext(index=0, use_main_prompt=False):
-                return create_infotext(
-                    p,
-                    p.prompts,
-                    p.seeds,
-                    p.subseeds,
-                    use_main_prompt=use_main_prompt,
-                    index=index,
-                    all_negative_prompts=p.negative_prompts,
-                )
-
-            save_samples = p.save_samples()
-
-            for i, x_sample in enumerate(x_samples_ddim):
-                p.batch_index = i
-
-                x_sample = 255.0 * np.moveaxis(x_sample.cpu().numpy(), 0, 2)
-                x_sample = x_sample.astype(np.uint8)
-
-                image = Image.fromarray(x_sample)
-
-                if p.scripts is not None:
-                    pp = scripts.PostprocessImageArgs(image)
-                    p.scripts.postprocess_image(p, pp)
-                    image = pp.image
-
-                mask_for_overlay = getattr(p, "mask_for_overlay", None)
-                overlay_image = None
-
-                if p.scripts is not None:
-                    ppmo = scripts.PostProcessMaskOverlayArgs(i, mask_for_overlay, overlay_image)
-                    p.scripts.postprocess_maskoverlay(p, ppmo)
-                    mask_for_overlay, overlay_image = ppmo.mask_for_overlay, ppmo.overlay_image
-
-                image, original_denoised_image = apply_overlay(image, p.paste_to, overlay_image)
-
-                if p.scripts is not None:
-                    pp = scripts.PostprocessImageArgs(image)
-                    p.scripts.postprocess_image_after_composite(p, pp)
-                    image = pp.image
-
-                if save_samples:
-                    images.save_image(
-                        image,
-                        p.outpath_samples,
-                        "",
-                        p.seeds[i],
-                        p.prompts[i],
-                        opts.samples_format,
-                        info=infotext(i),
-                        p=p,
-                    )
-
-                text = infotext(i)
-                infotexts.append(text)
-                if opts.enable_pnginfo:
-                    image.info["parameters"] = text
-                output_images.append(image)
-
-                if mask_for_overlay is not None:
-                    if opts.return_mask or opts.save_mask:
-                        image_mask = mask_for_overlay.convert("RGB")
-                        if save_samples and opts.save_mask:
-                            images.save_image(
-                                image_mask,
-                                p.outpath_samples,
-                                "",
-                                p.seeds[i],
-                                p.prompts[i],
-                                opts.samples_format,
-                                info=infotext(i),
-                                p=p,
-                                suffix="-mask",
-                            )
-                        if opts.return_mask:
-                            output_images.append(image_mask)
-
-                    if opts.return_mask_composite or opts.save_mask_composite:
-                        image_mask_composite = Image.composite(
-                            original_denoised_image.convert("RGBA").convert("RGBa"),
-                            Image.new("RGBa", image.size),
-                            images.resize_image(2, mask_for_overlay, image.width, image.height).convert("L"),
-                        ).convert("RGBA")
-                        if save_samples and opts.save_mask_composite:
-                            images.save_image(
-                                image_mask_composite,
-                                p.outpath_samples,
-                                "",
-                                p.seeds[i],
-                                p.prompts[i],
-                                opts.samples_format,
-                                info=infotext(i),
-                                p=p,
-                                suffix="-mask-composite",
-                            )
-                        if opts.return_mask_composite:
-                            output_images.append(image_mask_composite)
-
-            del x_samples_ddim
-
-            devices.torch_gc()
+            _finish_images(p, decoded, output_images, infotexts)
 
         if not infotexts:
             infotexts.append(Processed(p, []).infotext(p, 0))
-
         p.color_corrections = None
+        first = _add_grid(p, output_images, infotexts)
 
-        index_of_first_image = 0
-        unwanted_grid_because_of_img_count = len(output_images) < 2 and opts.grid_only_if_multiple
-        if (opts.return_grid or opts.grid_save) and not p.do_not_save_grid and not unwanted_grid_because_of_img_count:
-            grid = images.image_grid(output_images, p.batch_size)
-
-            if opts.return_grid:
-                text = infotext(use_main_prompt=True)
-                infotexts.insert(0, text)
-                if opts.enable_pnginfo:
-                    grid.info["parameters"] = text
-                output_images.insert(0, grid)
-                index_of_first_image = 1
-            if opts.grid_save:
-                images.save_image(
-                    grid,
-                    p.outpath_grids,
-                    "grid",
-                    p.all_seeds[0],
-                    p.all_prompts[0],
-                    opts.grid_format,
-                    info=infotext(use_main_prompt=True),
-                    short_filename=not opts.grid_extended_filename,
-                    p=p,
-                    grid=True,
-                )
-
-    if not p.disable_extra_networks and p.extra_network_data:
+    if p.extra_network_data and not p.disable_extra_networks:
         extra_networks.deactivate(p, p.extra_network_data)
 
-    devices.torch_gc()
-
-    res = Processed(
+    processed = Processed(
         p,
         images_list=output_images,
         seed=p.all_seeds[0],
         info=infotexts[0],
         subseed=p.all_subseeds[0],
-        index_of_first_image=index_of_first_image,
+        index_of_first_image=first,
         infotexts=infotexts,
     )
-
-    if p.scripts is not None:
-        p.scripts.postprocess(p, res)
-
-    return res
+    _fire(p, "postprocess", processed)
+    return processed
 
 
-def old_hires_fix_first_pass_dimensions(width, height):
-    """old algorithm for auto-calculating first pass size"""
-    desired_pixel_count = 512 * 512
-    actual_pixel_count = width * height
-    scale = math.sqrt(desired_pixel_count / actual_pixel_count)
-    width = math.ceil(scale * width / 64) * 64
-    height = math.ceil(scale * height / 64) * 64
-
-    return width, height
+# --- txt2img --------------------------------------------------------------------------------------------------------
 
 
 @dataclass(repr=False)
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    """txt2img; with `enable_hr` a second, img2img-like pass on the latents upscaled by `hr_scale` (or to
+    `hr_resize_x`×`hr_resize_y`), during which `is_hr_pass` is True and the hires conds are used."""
+
     enable_hr: bool = False
     denoising_strength: float = 0.75
     firstphase_width: int = 0
     firstphase_height: int = 0
     hr_scale: float = 2.0
-    hr_upscaler: str = None
+    hr_upscaler: str | None = None
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
     hr_resize_y: int = 0
-    hr_checkpoint_name: str = None
-    hr_sampler_name: str = None
-    hr_scheduler: str = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
-    force_task_id: str = None
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str | list[str] = ""
+    hr_negative_prompt: str | list[str] = ""
+    force_task_id: str | None = None
 
-    cached_hr_uc = [None, None]
     cached_hr_c = [None, None]
+    cached_hr_uc = [None, None]
 
-    hr_checkpoint_info: dict = field(default=None, init=False)
-    hr_upscale_to_x: int = field(default=0, init=False)
-    hr_upscale_to_y: int = field(default=0, init=False)
-    truncate_x: int = field(default=0, init=False)
-    truncate_y: int = field(default=0, init=False)
-    applied_old_hires_behavior_to: tuple = field(default=None, init=False)
-    latent_scale_mode: dict = field(default=None, init=False)
-    hr_c: tuple | None = field(default=None, init=False)
-    hr_uc: tuple | None = field(default=None, init=False)
-    all_hr_prompts: list = field(default=None, init=False)
-    all_hr_negative_prompts: list = field(default=None, init=False)
-    hr_prompts: list = field(default=None, init=False)
-    hr_negative_prompts: list = field(default=None, init=False)
-    hr_extra_network_data: list = field(default=None, init=False)
+    _STATE = (
+        ("hr_checkpoint_info applied_old_hires_behavior_to latent_scale_mode hr_c hr_uc all_hr_prompts "
+         "all_hr_negative_prompts hr_prompts hr_negative_prompts hr_extra_network_data", None),
+        ("hr_upscale_to_x hr_upscale_to_y truncate_x truncate_y", 0),
+    )  # fmt: skip
 
     def __post_init__(self):
         super().__post_init__()
-
-        if self.firstphase_width != 0 or self.firstphase_height != 0:
-            self.hr_upscale_to_x = self.width
-            self.hr_upscale_to_y = self.height
-            self.width = self.firstphase_width
-            self.height = self.firstphase_height
-
-        self.cached_hr_uc = StableDiffusionProcessingTxt2Img.cached_hr_uc
-        self.cached_hr_c = StableDiffusionProcessingTxt2Img.cached_hr_c
+        if self.firstphase_width or self.firstphase_height:  # old API: width/height meant the final size
+            self.hr_upscale_to_x, self.hr_upscale_to_y = self.width, self.height
+            self.width, self.height = self.firstphase_width, self.firstphase_height
 
     def calculate_target_resolution(self):
-        if opts.use_old_hires_fix_width_height and self.applied_old_hires_behavior_to != (self.width, self.height):
-            self.hr_resize_x = self.width
-            self.hr_resize_y = self.height
-            self.hr_upscale_to_x = self.width
-            self.hr_upscale_to_y = self.height
-
-            self.width, self.height = old_hires_fix_first_pass_dimensions(self.width, self.height)
-            self.applied_old_hires_behavior_to = (self.width, self.height)
-
-        if self.hr_resize_x == 0 and self.hr_resize_y == 0:
+        """hr_upscale_to_x/y: the first pass size × hr_scale, or hr_resize_x/y (one of them 0: keep the aspect;
+        both: cover the box, then crop the overhang through truncate_x/y)."""
+        w, h, rx, ry = self.width, self.height, self.hr_resize_x, self.hr_resize_y
+        if not rx and not ry:
             self.extra_generation_params["Hires upscale"] = self.hr_scale
-            self.hr_upscale_to_x = int(self.width * self.hr_scale)
-            self.hr_upscale_to_y = int(self.height * self.hr_scale)
-        else:
-            self.extra_generation_params["Hires resize"] = f"{self.hr_resize_x}x{self.hr_resize_y}"
-
-            if self.hr_resize_y == 0:
-                self.hr_upscale_to_x = self.hr_resize_x
-                self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
-            elif self.hr_resize_x == 0:
-                self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
-                self.hr_upscale_to_y = self.hr_resize_y
-            else:
-                target_w = self.hr_resize_x
-                target_h = self.hr_resize_y
-                src_ratio = self.width / self.height
-                dst_ratio = self.hr_resize_x / self.hr_resize_y
-
-                if src_ratio < dst_ratio:
-                    self.hr_upscale_to_x = self.hr_resize_x
-                    self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
-                else:
-                    self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
-                    self.hr_upscale_to_y = self.hr_resize_y
-
-                self.truncate_x = (self.hr_upscale_to_x - target_w) // opt_f
-                self.truncate_y = (self.hr_upscale_to_y - target_h) // opt_f
+            self.hr_upscale_to_x, self.hr_upscale_to_y = int(w * self.hr_scale), int(h * self.hr_scale)
+            return
+        self.extra_generation_params["Hires resize"] = f"{rx}x{ry}"
+        by_width = not ry or (rx and w / h < rx / ry)
+        self.hr_upscale_to_x, self.hr_upscale_to_y = (rx, rx * h // w) if by_width else (ry * w // h, ry)
+        if rx and ry:
+            self.truncate_x = (self.hr_upscale_to_x - rx) // opt_f
+            self.truncate_y = (self.hr_upscale_to_y - ry) // opt_f
 
     def init(self, all_prompts, all_seeds, all_subseeds):
-        if self.enable_hr:
-            self.extra_generation_params["Denoising strength"] = self.denoising_strength
+        if not self.enable_hr:
+            return
+        params = self.extra_generation_params
+        params["Denoising strength"] = self.denoising_strength
+        if self.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
+            raise NotImplementedError("the fake webui has no hires checkpoints")
+        if self.hr_sampler_name is not None and self.hr_sampler_name != self.sampler_name:
+            params["Hires sampler"] = self.hr_sampler_name
+        params["Hires prompt"] = _hires_prompt_if_different
+        params["Hires negative prompt"] = _hires_negative_prompt_if_different
+        params["Hires schedule type"] = None  # the sampler fills it in when it differs
+        if self.hr_scheduler is None:
+            self.hr_scheduler = self.scheduler
 
-            if self.hr_checkpoint_name and self.hr_checkpoint_name != "Use same checkpoint":
-                raise NotImplementedError("the fake webui has no hires checkpoints")
+        upscaler = self.hr_upscaler if self.hr_upscaler is not None else shared.latent_upscale_default_mode
+        self.latent_scale_mode = shared.latent_upscale_modes.get(upscaler)
+        if self.latent_scale_mode is None:
+            raise NotImplementedError(f"only latent upscalers are modelled, not {upscaler!r}")
+        self.calculate_target_resolution()
 
-            if self.hr_sampler_name is not None and self.hr_sampler_name != self.sampler_name:
-                self.extra_generation_params["Hires sampler"] = self.hr_sampler_name
-
-            def get_hr_prompt(p, index, prompt_text, **kwargs):
-                hr_prompt = p.all_hr_prompts[index]
-                return hr_prompt if hr_prompt != prompt_text else None
-
-            def get_hr_negative_prompt(p, index, negative_prompt, **kwargs):
-                hr_negative_prompt = p.all_hr_negative_prompts[index]
-                return hr_negative_prompt if hr_negative_prompt != negative_prompt else None
-
-            self.extra_generation_params["Hires prompt"] = get_hr_prompt
-            self.extra_generation_params["Hires negative prompt"] = get_hr_negative_prompt
-
-            self.extra_generation_params["Hires schedule type"] = None  # to be set in sd_samplers_kdiffusion.py
-
-            if self.hr_scheduler is None:
-                self.hr_scheduler = self.scheduler
-
-            self.latent_scale_mode = (
-                shared.latent_upscale_modes.get(self.hr_upscaler, None)
-                if self.hr_upscaler is not None
-                else shared.latent_upscale_modes.get(shared.latent_upscale_default_mode, "nearest")
-            )
-            if self.enable_hr and self.latent_scale_mode is None:
-                if not any(x.name == self.hr_upscaler for x in shared.sd_upscalers):
-                    raise Exception(f"could not find upscaler named {self.hr_upscaler}")
-
-            self.calculate_target_resolution()
-
-            if not state.processing_has_refined_job_count:
-                if state.job_count == -1:
-                    state.job_count = self.n_iter
-                total_steps = (self.steps + (self.hr_second_pass_steps or self.steps)) * state.job_count
-                shared.total_tqdm.updateTotal(total_steps)
-                state.job_count = state.job_count * 2
-                state.processing_has_refined_job_count = True
-
-            if self.hr_second_pass_steps:
-                self.extra_generation_params["Hires steps"] = self.hr_second_pass_steps
-
-            if self.hr_upscaler is not None:
-                self.extra_generation_params["Hires upscaler"] = self.hr_upscaler
+        if not state.processing_has_refined_job_count:  # every batch now has two jobs: the passes
+            if state.job_count == -1:
+                state.job_count = self.n_iter
+            shared.total_tqdm.updateTotal((self.steps + (self.hr_second_pass_steps or self.steps)) * state.job_count)
+            state.job_count *= 2
+            state.processing_has_refined_job_count = True
+        if self.hr_second_pass_steps:
+            params["Hires steps"] = self.hr_second_pass_steps
+        if self.hr_upscaler is not None:
+            params["Hires upscaler"] = self.hr_upscaler
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
-
         if self.firstpass_image is not None:
-            raise NotImplementedError("firstpass_image is not faked")
-
-        x = self.rng.next()
-
-        if self.scripts is not None:
-            self.scripts.process_before_every_sampling(
-                p=self,
-                x=x,
-                noise=x,
-                c=conditioning,
-                uc=unconditional_conditioning,
-            )
-
-        samples = self.sampler.sample(
-            self, x, conditioning, unconditional_conditioning, image_conditioning=self.txt2img_image_conditioning(x)
+            raise NotImplementedError("firstpass_image is not modelled")
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        noise = self.rng.next()
+        _fire(
+            self, "process_before_every_sampling", x=noise, noise=noise, c=conditioning, uc=unconditional_conditioning
         )
-        del x
-
+        conditioning_image = self.txt2img_image_conditioning(noise)
+        latents = self.sampler.sample(
+            self, noise, conditioning, unconditional_conditioning, image_conditioning=conditioning_image
+        )
         if not self.enable_hr:
-            return samples
+            return latents
+        return self.sample_hr_pass(latents, None, seeds, subseeds, subseed_strength, prompts)
 
-        devices.torch_gc()
-
-        decoded_samples = None  # only latent upscalers are faked
-
-        with sd_models.SkipWritingToConfig():
-            sd_models.reload_model_weights(info=self.hr_checkpoint_info)
-
-        return self.sample_hr_pass(samples, decoded_samples, seeds, subseeds, subseed_strength, prompts)
+    def _save_before_hires(self, latents, seeds, prompts):
+        if not (self.save_samples() and opts.save_images_before_highres_fix):
+            return
+        for i in range(len(latents)):
+            info = create_infotext(
+                self, self.all_prompts, self.all_seeds, self.all_subseeds, [],
+                iteration=self.iteration, position_in_batch=i,
+            )  # fmt: skip
+            image = sd_samplers.sample_to_image(latents, i)
+            images.save_image(
+                image, self.outpath_samples, "", seeds[i], prompts[i], opts.samples_format, info=info, p=self,
+                suffix="-before-highres-fix",
+            )  # fmt: skip
 
     def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
-        if shared.state.interrupted:
+        """The hires pass: upscale the latents, fresh noise from the same seeds, then img2img sampling for
+        `hr_second_pass_steps` (or `steps`) with `is_hr_pass` set. Returns decoded images."""
+        if state.interrupted:
             return samples
-
         self.is_hr_pass = True
-        target_width = self.hr_upscale_to_x
-        target_height = self.hr_upscale_to_y
+        self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
+        self._save_before_hires(samples, seeds, prompts)
 
-        def save_intermediate(image, index):
-            """saves image before applying hires fix, if enabled in options"""
-            if not self.save_samples() or not opts.save_images_before_highres_fix:
-                return
-
-            if not isinstance(image, Image.Image):
-                image = sd_samplers.sample_to_image(image, index, approximation=0)
-
-            info = create_infotext(
-                self,
-                self.all_prompts,
-                self.all_seeds,
-                self.all_subseeds,
-                [],
-                iteration=self.iteration,
-                position_in_batch=index,
-            )
-            images.save_image(
-                image,
-                self.outpath_samples,
-                "",
-                seeds[index],
-                prompts[index],
-                opts.samples_format,
-                info=info,
-                p=self,
-                suffix="-before-highres-fix",
-            )
-
-        img2img_sampler_name = self.hr_sampler_name or self.sampler_name
-
-        self.sampler = sd_samplers.create_sampler(img2img_sampler_name, self.sd_model)
-
-        for i in range(samples.shape[0]):
-            save_intermediate(samples, i)
-
-        samples = torch.nn.functional.interpolate(
-            samples,
-            size=(target_height // opt_f, target_width // opt_f),
-            mode=self.latent_scale_mode["mode"],
-            antialias=self.latent_scale_mode["antialias"],
-        )
-
-        image_conditioning = self.txt2img_image_conditioning(samples)
-
-        shared.state.nextjob()
-
-        samples = samples[
-            :,
-            :,
-            self.truncate_y // 2 : samples.shape[2] - (self.truncate_y + 1) // 2,
-            self.truncate_x // 2 : samples.shape[3] - (self.truncate_x + 1) // 2,
-        ]
+        mode = self.latent_scale_mode
+        size = (self.hr_upscale_to_y // opt_f, self.hr_upscale_to_x // opt_f)
+        latents = torch.nn.functional.interpolate(samples, size=size, mode=mode["mode"], antialias=mode["antialias"])
+        conditioning_image = self.txt2img_image_conditioning(latents)
+        state.nextjob()
+        top, left = self.truncate_y // 2, self.truncate_x // 2
+        bottom, right = latents.shape[2] - (self.truncate_y + 1) // 2, latents.shape[3] - (self.truncate_x + 1) // 2
+        latents = latents[:, :, top:bottom, left:right]
 
         self.rng = rng.ImageRNG(
-            samples.shape[1:],
-            self.seeds,
-            subseeds=self.subseeds,
-            subseed_strength=self.subseed_strength,
-            seed_resize_from_h=self.seed_resize_from_h,
-            seed_resize_from_w=self.seed_resize_from_w,
-        )
+            latents.shape[1:], self.seeds, self.subseeds, self.subseed_strength,
+            self.seed_resize_from_h, self.seed_resize_from_w,
+        )  # fmt: skip
         noise = self.rng.next()
-
-        # GC now before running the next img2img to prevent running out of memory
-        devices.torch_gc()
-
         if not self.disable_extra_networks:
-            with devices.autocast():
-                extra_networks.activate(self, self.hr_extra_network_data)
+            extra_networks.activate(self, self.hr_extra_network_data)
+        self.calculate_hr_conds()
+        _fire(self, "before_hr")
+        _fire(self, "process_before_every_sampling", x=latents, noise=noise, c=self.hr_c, uc=self.hr_uc)
 
-        with devices.autocast():
-            self.calculate_hr_conds()
-
-        sd_models.apply_token_merging(self.sd_model, self.get_token_merging_ratio(for_hr=True))
-
-        if self.scripts is not None:
-            self.scripts.before_hr(self)
-            self.scripts.process_before_every_sampling(
-                p=self,
-                x=samples,
-                noise=noise,
-                c=self.hr_c,
-                uc=self.hr_uc,
-            )
-
-        samples = self.sampler.sample_img2img(
-            self,
-            samples,
-            noise,
-            self.hr_c,
-            self.hr_uc,
-            steps=self.hr_second_pass_steps or self.steps,
-            image_conditioning=image_conditioning,
+        steps = self.hr_second_pass_steps or self.steps
+        latents = self.sampler.sample_img2img(
+            self, latents, noise, self.hr_c, self.hr_uc, steps=steps, image_conditioning=conditioning_image
         )
-
-        sd_models.apply_token_merging(self.sd_model, self.get_token_merging_ratio())
-
         self.sampler = None
-        devices.torch_gc()
-
-        decoded_samples = decode_latent_batch(self.sd_model, samples, target_device=devices.cpu, check_for_nans=True)
-
+        decoded = decode_latent_batch(self.sd_model, latents, target_device=devices.cpu, check_for_nans=True)
         self.is_hr_pass = False
-        return decoded_samples
+        return decoded
 
     def close(self):
         super().close()
-        self.hr_c = None
-        self.hr_uc = None
-        if not opts.persistent_cond_cache:
-            StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
-            StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
+        self.hr_c = self.hr_uc = None
+        _drop_cached_conds(StableDiffusionProcessingTxt2Img, "cached_hr_c", "cached_hr_uc")
 
     def setup_prompts(self):
         super().setup_prompts()
-
         if not self.enable_hr:
             return
+        self.hr_prompt = self.hr_prompt or self.prompt
+        self.hr_negative_prompt = self.hr_negative_prompt or self.negative_prompt
+        count = self.batch_size * self.n_iter
+        styles = shared.prompt_styles
 
-        if self.hr_prompt == "":
-            self.hr_prompt = self.prompt
+        def per_image(value):
+            return list(value) if isinstance(value, list) else [value] * count
 
-        if self.hr_negative_prompt == "":
-            self.hr_negative_prompt = self.negative_prompt
-
-        if isinstance(self.hr_prompt, list):
-            self.all_hr_prompts = self.hr_prompt
-        else:
-            self.all_hr_prompts = self.batch_size * self.n_iter * [self.hr_prompt]
-
-        if isinstance(self.hr_negative_prompt, list):
-            self.all_hr_negative_prompts = self.hr_negative_prompt
-        else:
-            self.all_hr_negative_prompts = self.batch_size * self.n_iter * [self.hr_negative_prompt]
-
-        self.all_hr_prompts = [shared.prompt_styles.apply_styles_to_prompt(x, self.styles) for x in self.all_hr_prompts]
+        self.all_hr_prompts = [styles.apply_styles_to_prompt(t, self.styles) for t in per_image(self.hr_prompt)]
         self.all_hr_negative_prompts = [
-            shared.prompt_styles.apply_negative_styles_to_prompt(x, self.styles) for x in self.all_hr_negative_prompts
+            styles.apply_negative_styles_to_prompt(t, self.styles) for t in per_image(self.hr_negative_prompt)
         ]
 
     def calculate_hr_conds(self):
         if self.hr_c is not None:
             return
-
-        hr_prompts = prompt_parser.SdConditioning(
-            self.hr_prompts, width=self.hr_upscale_to_x, height=self.hr_upscale_to_y
+        size = {"width": self.hr_upscale_to_x, "height": self.hr_upscale_to_y}
+        hires_total = self._total_steps(
+            self.hr_sampler_name or self.sampler_name, self.hr_second_pass_steps or self.steps
         )
-        hr_negative_prompts = prompt_parser.SdConditioning(
-            self.hr_negative_prompts, width=self.hr_upscale_to_x, height=self.hr_upscale_to_y, is_negative_prompt=True
-        )
-
-        sampler_config = sd_samplers.find_sampler_config(self.hr_sampler_name or self.sampler_name)
-        steps = self.hr_second_pass_steps or self.steps
-        total_steps = sampler_config.total_steps(steps) if sampler_config else steps
-
+        negatives = prompt_parser.SdConditioning(self.hr_negative_prompts, is_negative_prompt=True, **size)
+        positives = prompt_parser.SdConditioning(self.hr_prompts, **size)
+        first, networks = self.firstpass_steps, self.hr_extra_network_data
         self.hr_uc = self.get_conds_with_caching(
-            prompt_parser.get_learned_conditioning,
-            hr_negative_prompts,
-            self.firstpass_steps,
-            [self.cached_hr_uc, self.cached_uc],
-            self.hr_extra_network_data,
-            total_steps,
-        )
+            prompt_parser.get_learned_conditioning, negatives, first,
+            [self.cached_hr_uc, self.cached_uc], networks, hires_total,
+        )  # fmt: skip
         self.hr_c = self.get_conds_with_caching(
-            prompt_parser.get_multicond_learned_conditioning,
-            hr_prompts,
-            self.firstpass_steps,
-            [self.cached_hr_c, self.cached_c],
-            self.hr_extra_network_data,
-            total_steps,
-        )
+            prompt_parser.get_multicond_learned_conditioning, positives, first,
+            [self.cached_hr_c, self.cached_c], networks, hires_total,
+        )  # fmt: skip
 
     def setup_conds(self):
-        if self.is_hr_pass:
-            # if we are in hr pass right now, the call is being made from the refiner, and we don't need to setup
-            # firstpass cons or switch model
+        if self.is_hr_pass:  # called again during the hires pass (refiner): only the hires conds
             self.hr_c = None
             self.calculate_hr_conds()
             return
-
         super().setup_conds()
-
-        self.hr_uc = None
-        self.hr_c = None
-
-        if self.enable_hr and self.hr_checkpoint_info is None and shared.opts.hires_fix_use_firstpass_conds:
+        self.hr_c = self.hr_uc = None
+        if self.enable_hr and self.hr_checkpoint_info is None and opts.hires_fix_use_firstpass_conds:
             self.calculate_hr_conds()
 
     def get_conds(self):
-        if self.is_hr_pass:
-            return self.hr_c, self.hr_uc
-
-        return super().get_conds()
+        return (self.hr_c, self.hr_uc) if self.is_hr_pass else super().get_conds()
 
     def parse_extra_network_prompts(self):
-        res = super().parse_extra_network_prompts()
-
+        super().parse_extra_network_prompts()
         if self.enable_hr:
-            self.hr_prompts = self.all_hr_prompts[
-                self.iteration * self.batch_size : (self.iteration + 1) * self.batch_size
-            ]
-            self.hr_negative_prompts = self.all_hr_negative_prompts[
-                self.iteration * self.batch_size : (self.iteration + 1) * self.batch_size
-            ]
+            n, size = self.iteration, self.batch_size
+            self.hr_negative_prompts = _batch_slice(self.all_hr_negative_prompts, n, size)
+            self.hr_prompts, self.hr_extra_network_data = extra_networks.parse_prompts(
+                _batch_slice(self.all_hr_prompts, n, size)
+            )
 
-            self.hr_prompts, self.hr_extra_network_data = extra_networks.parse_prompts(self.hr_prompts)
 
-        return res
+def _hires_prompt_if_different(p, index, prompt_text, **_):
+    text = p.all_hr_prompts[index]
+    return None if text == prompt_text else text
+
+
+def _hires_negative_prompt_if_different(p, index, negative_prompt, **_):
+    text = p.all_hr_negative_prompts[index]
+    return None if text == negative_prompt else text
+
+
+# --- img2img --------------------------------------------------------------------------------------------------------
 
 
 @dataclass(repr=False)
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
-    init_images: list = None
+    """img2img: the init images encoded to latents, noised to `denoising_strength` and sampled from there. Masks
+    (`mask`, inpainting) are not modelled."""
+
+    init_images: list | None = None
     resize_mode: int = 0
     denoising_strength: float = 0.75
-    image_cfg_scale: float = None
+    image_cfg_scale: float | None = None
     mask: Any = None
     mask_blur_x: int = 4
     mask_blur_y: int = 4
-    mask_blur: int = None
+    mask_blur: int | None = None
     mask_round: bool = True
     inpainting_fill: int = 0
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float = None
-    latent_mask: Image = None
-    force_task_id: str = None
+    initial_noise_multiplier: float | None = None
+    latent_mask: Image.Image | None = None
+    force_task_id: str | None = None
 
-    image_mask: Any = field(default=None, init=False)
-
-    nmask: torch.Tensor = field(default=None, init=False)
-    image_conditioning: torch.Tensor = field(default=None, init=False)
-    init_img_hash: str = field(default=None, init=False)
-    mask_for_overlay: Image = field(default=None, init=False)
-    init_latent: torch.Tensor = field(default=None, init=False)
+    _STATE = (("image_mask nmask image_conditioning init_img_hash mask_for_overlay init_latent", None),)
 
     def __post_init__(self):
         super().__post_init__()
+        self.image_mask, self.mask = self.mask, None
+        if isinstance(self.mask_blur, int):
+            self.mask_blur_x = self.mask_blur_y = self.mask_blur
+        if self.initial_noise_multiplier is None:
+            self.initial_noise_multiplier = opts.initial_noise_multiplier
 
-        self.image_mask = self.mask
-        self.mask = None
-        self.initial_noise_multiplier = (
-            opts.initial_noise_multiplier if self.initial_noise_multiplier is None else self.initial_noise_multiplier
-        )
-
-    @property
-    def mask_blur(self):
-        if self.mask_blur_x == self.mask_blur_y:
-            return self.mask_blur_x
-        return None
-
-    @mask_blur.setter
-    def mask_blur(self, value):
-        if isinstance(value, int):
-            self.mask_blur_x = value
-            self.mask_blur_y = value
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        if opts.save_init_img:
+            self.init_img_hash = hashlib.md5(image.tobytes()).hexdigest()
+            images.save_image(
+                image, path=opts.outdir_init_images, basename=None, forced_filename=self.init_img_hash,
+                save_to_dirs=False, existing_info=image.info,
+            )  # fmt: skip
+        image = images.flatten(image, opts.img2img_background_color)
+        if self.resize_mode != 3:  # 3: resize the latents instead
+            image = images.resize_image(self.resize_mode, image, self.width, self.height)
+        return np.moveaxis(np.asarray(image, dtype=np.float32) / 255.0, -1, 0)
 
     def init(self, all_prompts, all_seeds, all_subseeds):
         self.extra_generation_params["Denoising strength"] = self.denoising_strength
-
-        self.image_cfg_scale: float = self.image_cfg_scale if shared.sd_model.cond_stage_key == "edit" else None
-
+        if shared.sd_model.cond_stage_key != "edit":
+            self.image_cfg_scale = None
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
-
         if self.image_mask is not None:
-            raise NotImplementedError("inpainting is not faked")
+            raise NotImplementedError("inpainting is not modelled")
 
-        imgs = []
-        for img in self.init_images:
-            if opts.save_init_img:
-                self.init_img_hash = hashlib.md5(img.tobytes()).hexdigest()
-                images.save_image(
-                    img,
-                    path=opts.outdir_init_images,
-                    basename=None,
-                    forced_filename=self.init_img_hash,
-                    save_to_dirs=False,
-                    existing_info=img.info,
-                )
-
-            image = images.flatten(img, opts.img2img_background_color)
-
-            if self.resize_mode != 3:
-                image = images.resize_image(self.resize_mode, image, self.width, self.height)
-
-            image = np.array(image).astype(np.float32) / 255.0
-            image = np.moveaxis(image, 2, 0)
-
-            imgs.append(image)
-
-        if len(imgs) == 1:
-            batch_images = np.expand_dims(imgs[0], axis=0).repeat(self.batch_size, axis=0)
-        elif len(imgs) <= self.batch_size:
-            self.batch_size = len(imgs)
-            batch_images = np.array(imgs)
-        else:
-            raise RuntimeError(f"bad number of images passed: {len(imgs)}; expecting {self.batch_size} or less")
-
-        image = torch.from_numpy(batch_images)
-        image = image.to(shared.device, dtype=devices.dtype_vae)
+        arrays = [self._pixels(image) for image in self.init_images]
+        if len(arrays) > self.batch_size:
+            raise RuntimeError(f"{len(arrays)} init images for a batch of {self.batch_size}; give at most that many")
+        if len(arrays) == 1:
+            arrays = arrays * self.batch_size
+        self.batch_size = len(arrays)
+        pixels = torch.from_numpy(np.stack(arrays)).to(shared.device, dtype=devices.dtype_vae)
 
         if opts.sd_vae_encode_method != "Full":
             self.extra_generation_params["VAE Encoder"] = opts.sd_vae_encode_method
-
-        self.init_latent = images_tensor_to_samples(
-            image, approximation_indexes.get(opts.sd_vae_encode_method), self.sd_model
-        )
-        devices.torch_gc()
-
+        method = sd_samplers_common.approximation_indexes.get(opts.sd_vae_encode_method)
+        self.init_latent = sd_samplers_common.images_tensor_to_samples(pixels, method, self.sd_model)
         if self.resize_mode == 3:
-            self.init_latent = torch.nn.functional.interpolate(
-                self.init_latent, size=(self.height // opt_f, self.width // opt_f), mode="bilinear"
-            )
-
-        self.image_conditioning = self.img2img_image_conditioning(
-            image * 2 - 1, self.init_latent, None, self.mask_round
-        )
+            size = (self.height // opt_f, self.width // opt_f)
+            self.init_latent = torch.nn.functional.interpolate(self.init_latent, size=size, mode="bilinear")
+        self.image_conditioning = self.img2img_image_conditioning(pixels * 2 - 1, self.init_latent, None)
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        x = self.rng.next()
-
+        noise = self.rng.next()
         if self.initial_noise_multiplier != 1.0:
             self.extra_generation_params["Noise multiplier"] = self.initial_noise_multiplier
-            x *= self.initial_noise_multiplier
-
-        if self.scripts is not None:
-            self.scripts.process_before_every_sampling(
-                p=self,
-                x=self.init_latent,
-                noise=x,
-                c=conditioning,
-                uc=unconditional_conditioning,
-            )
-        samples = self.sampler.sample_img2img(
-            self,
-            self.init_latent,
-            x,
-            conditioning,
-            unconditional_conditioning,
-            image_conditioning=self.image_conditioning,
+            noise = noise * self.initial_noise_multiplier
+        latent = self.init_latent
+        _fire(
+            self, "process_before_every_sampling", x=latent, noise=noise, c=conditioning, uc=unconditional_conditioning
         )
-
-        del x
-        devices.torch_gc()
-
-        return samples
+        return self.sampler.sample_img2img(
+            self, self.init_latent, noise, conditioning, unconditional_conditioning,
+            image_conditioning=self.image_conditioning,
+        )  # fmt: skip
 
     def get_token_merging_ratio(self, for_hr=False):
-        return (
-            self.token_merging_ratio
-            or ("token_merging_ratio" in self.override_settings and opts.token_merging_ratio)
-            or opts.token_merging_ratio_img2img
-            or opts.token_merging_ratio
-        )
+        overridden = "token_merging_ratio" in self.override_settings and opts.token_merging_ratio
+        return self.token_merging_ratio or overridden or opts.token_merging_ratio_img2img or opts.token_merging_ratio
