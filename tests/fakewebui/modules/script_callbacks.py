@@ -1,401 +1,299 @@
-"""Mirror of modules/script_callbacks.py: callback registry (`on_*`), parameter classes and firing functions.
+"""Test double of webui v1.10.1 `modules/script_callbacks.py`: the callback registry extensions use.
 
-Every firing function calls the callbacks in registration order (v1.10.1 also lets the user reorder them in Settings;
-not faked), reports and swallows their exceptions; `script_unloaded` and `before_ui` run in reverse order."""
+`on_<category>(callback, *, name=None)` registers a callback under a name built from the registering file:
+`<extension folder or "base">/<file name>/<category>[/<name>]`, made unique with `-1`, `-2`… Each firing function
+calls a category's callbacks in registration order (the webui also lets users reorder them in Settings; the double
+does not), reports an exception through `errors.report` and carries on with the next callback. `script_unloaded` and
+`before_ui` run newest first, as in the webui.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 from modules import errors, extensions
 
-
-def report_exception(c, job):
-    errors.report(f"Error executing callback {job} for {c.script}", exc_info=True)
+# -- what callbacks receive --------------------------------------------------------------------------------------------
 
 
+@dataclass
 class ImageSaveParams:
-    def __init__(self, image, p, filename, pnginfo):
-        self.image = image
-        """the PIL image itself"""
-
-        self.p = p
-        """p object with processing parameters; either StableDiffusionProcessing or an object with same fields"""
-
-        self.filename = filename
-        """name of file that the image would be saved to"""
-
-        self.pnginfo = pnginfo
-        """dictionary with parameters for image's PNG info data; infotext will have the key 'parameters'"""
+    image: Any
+    p: Any
+    filename: str
+    pnginfo: dict  # the infotext is under "parameters"
 
 
+@dataclass
 class ExtraNoiseParams:
-    def __init__(self, noise, x, xi):
-        self.noise = noise
-        self.x = x
-        self.xi = xi
+    noise: Any
+    x: Any
+    xi: Any
 
 
+@dataclass
 class CFGDenoiserParams:
-    def __init__(
-        self, x, image_cond, sigma, sampling_step, total_sampling_steps, text_cond, text_uncond, denoiser=None
-    ):
-        self.x = x
-        """Latent image representation in the process of being denoised"""
-
-        self.image_cond = image_cond
-        """Conditioning image"""
-
-        self.sigma = sigma
-        """Current sigma noise step value"""
-
-        self.sampling_step = sampling_step
-        """Current Sampling step number"""
-
-        self.total_sampling_steps = total_sampling_steps
-        """Total number of sampling steps planned"""
-
-        self.text_cond = text_cond
-        """ Encoder hidden states of text conditioning from prompt"""
-
-        self.text_uncond = text_uncond
-        """ Encoder hidden states of text conditioning from negative prompt"""
-
-        self.denoiser = denoiser
-        """Current CFGDenoiser object with processing parameters"""
+    x: Any  # every row the U-Net gets this call: cond rows, then uncond rows
+    image_cond: Any
+    sigma: Any
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: Any
+    text_uncond: Any
+    denoiser: Any = None  # the CFGDenoiser (its .p, .step, .total_steps)
 
 
+@dataclass
 class CFGDenoisedParams:
-    def __init__(self, x, sampling_step, total_sampling_steps, inner_model):
-        self.x = x
-        self.sampling_step = sampling_step
-        self.total_sampling_steps = total_sampling_steps
-        self.inner_model = inner_model
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any
 
 
+@dataclass
 class AfterCFGCallbackParams:
-    def __init__(self, x, sampling_step, total_sampling_steps):
-        self.x = x
-        self.sampling_step = sampling_step
-        self.total_sampling_steps = total_sampling_steps
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
 
 
+@dataclass
 class UiTrainTabParams:
-    def __init__(self, txt2img_preview_params):
-        self.txt2img_preview_params = txt2img_preview_params
+    txt2img_preview_params: Any
 
 
+@dataclass
 class ImageGridLoopParams:
-    def __init__(self, imgs, cols, rows):
-        self.imgs = imgs
-        self.cols = cols
-        self.rows = rows
+    imgs: list
+    cols: int
+    rows: int
 
 
-@dataclasses.dataclass
+@dataclass
 class BeforeTokenCounterParams:
     prompt: str
     steps: int
     styles: list
-
     is_positive: bool = True
 
 
-@dataclasses.dataclass
+@dataclass
 class ScriptCallback:
-    script: str
+    script: str  # the file that registered it
     callback: Any
     name: str = "unnamed"
 
 
+# -- the registry ------------------------------------------------------------------------------------------------------
+
+_CATEGORIES = (
+    "app_started",
+    "model_loaded",
+    "ui_tabs",
+    "ui_train_tabs",
+    "ui_settings",
+    "before_image_saved",
+    "image_saved",
+    "extra_noise",
+    "cfg_denoiser",
+    "cfg_denoised",
+    "cfg_after_cfg",
+    "before_component",
+    "after_component",
+    "image_grid",
+    "infotext_pasted",
+    "script_unloaded",
+    "before_ui",
+    "on_reload",
+    "list_optimizers",
+    "list_unets",
+    "before_token_counter",
+)
+callback_map: dict[str, list[ScriptCallback]] = {f"callbacks_{c}": [] for c in _CATEGORIES}
+
+
+def _registering_file() -> str:
+    """The source file of the nearest caller outside this module."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else "unknown file"
+
+
 def add_callback(callbacks, fun, *, name=None, category="unknown", filename=None):
-    if filename is None:
-        stack = [x for x in inspect.stack() if x.filename != __file__]
-        filename = stack[0].filename if stack else "unknown file"
-
-    extension = extensions.find_extension(filename)
-    extension_name = extension.canonical_name if extension else "base"
-
-    callback_name = f"{extension_name}/{os.path.basename(filename)}/{category}"
+    """Append `fun` to `callbacks` under a unique `<extension>/<file>/<category>[/<name>]` name."""
+    filename = filename or _registering_file()
+    owner = extensions.find_extension(filename)
+    base = "/".join([owner.canonical_name if owner else "base", os.path.basename(filename), category])
     if name is not None:
-        callback_name += f"/{name}"
-
-    unique_callback_name = callback_name
-    for index in range(1000):
-        existing = any(x.name == unique_callback_name for x in callbacks)
-        if not existing:
-            break
-
-        unique_callback_name = f"{callback_name}-{index + 1}"
-
-    callbacks.append(ScriptCallback(filename, fun, unique_callback_name))
-
-
-def sort_callbacks(category, unordered_callbacks, *, enable_user_sort=True):
-    return list(unordered_callbacks)
+        base = f"{base}/{name}"
+    taken = {c.name for c in callbacks}
+    unique, n = base, 0
+    while unique in taken:
+        n += 1
+        unique = f"{base}-{n}"
+    callbacks.append(ScriptCallback(filename, fun, unique))
 
 
 def ordered_callbacks(category, unordered_callbacks=None, *, enable_user_sort=True):
-    if unordered_callbacks is None:
-        unordered_callbacks = callback_map.get("callbacks_" + category, [])
-
-    return sort_callbacks(category, unordered_callbacks, enable_user_sort=enable_user_sort)
-
-
-def enumerate_callbacks():
-    for category, callbacks in callback_map.items():
-        if category.startswith("callbacks_"):
-            category = category[10:]
-
-        yield category, callbacks
-
-
-callback_map = dict(
-    callbacks_app_started=[],
-    callbacks_model_loaded=[],
-    callbacks_ui_tabs=[],
-    callbacks_ui_train_tabs=[],
-    callbacks_ui_settings=[],
-    callbacks_before_image_saved=[],
-    callbacks_image_saved=[],
-    callbacks_extra_noise=[],
-    callbacks_cfg_denoiser=[],
-    callbacks_cfg_denoised=[],
-    callbacks_cfg_after_cfg=[],
-    callbacks_before_component=[],
-    callbacks_after_component=[],
-    callbacks_image_grid=[],
-    callbacks_infotext_pasted=[],
-    callbacks_script_unloaded=[],
-    callbacks_before_ui=[],
-    callbacks_on_reload=[],
-    callbacks_list_optimizers=[],
-    callbacks_list_unets=[],
-    callbacks_before_token_counter=[],
-)
+    """A category's callbacks in calling order: registration order here."""
+    return list(callback_map[f"callbacks_{category}"] if unordered_callbacks is None else unordered_callbacks)
 
 
 def clear_callbacks():
-    for callback_list in callback_map.values():
-        callback_list.clear()
-
-
-def _fire(category, job, *args, reverse=False, **kwargs):
-    callbacks = ordered_callbacks(category)
-    for c in reversed(callbacks) if reverse else callbacks:
-        try:
-            c.callback(*args, **kwargs)
-        except Exception:
-            report_exception(c, job)
-
-
-def app_started_callback(demo, app):
-    _fire("app_started", "app_started_callback", demo, app)
-
-
-def app_reload_callback():
-    _fire("on_reload", "callbacks_on_reload")
-
-
-def model_loaded_callback(sd_model):
-    _fire("model_loaded", "model_loaded_callback", sd_model)
-
-
-def ui_tabs_callback():
-    res = []
-
-    for c in ordered_callbacks("ui_tabs"):
-        try:
-            res += c.callback() or []
-        except Exception:
-            report_exception(c, "ui_tabs_callback")
-
-    return res
-
-
-def ui_train_tabs_callback(params: UiTrainTabParams):
-    _fire("ui_train_tabs", "callbacks_ui_train_tabs", params)
-
-
-def ui_settings_callback():
-    _fire("ui_settings", "ui_settings_callback")
-
-
-def before_image_saved_callback(params: ImageSaveParams):
-    _fire("before_image_saved", "before_image_saved_callback", params)
-
-
-def image_saved_callback(params: ImageSaveParams):
-    _fire("image_saved", "image_saved_callback", params)
-
-
-def extra_noise_callback(params: ExtraNoiseParams):
-    _fire("extra_noise", "callbacks_extra_noise", params)
-
-
-def cfg_denoiser_callback(params: CFGDenoiserParams):
-    _fire("cfg_denoiser", "cfg_denoiser_callback", params)
-
-
-def cfg_denoised_callback(params: CFGDenoisedParams):
-    _fire("cfg_denoised", "cfg_denoised_callback", params)
-
-
-def cfg_after_cfg_callback(params: AfterCFGCallbackParams):
-    _fire("cfg_after_cfg", "cfg_after_cfg_callback", params)
-
-
-def before_component_callback(component, **kwargs):
-    _fire("before_component", "before_component_callback", component, **kwargs)
-
-
-def after_component_callback(component, **kwargs):
-    _fire("after_component", "after_component_callback", component, **kwargs)
-
-
-def image_grid_callback(params: ImageGridLoopParams):
-    _fire("image_grid", "image_grid", params)
-
-
-def infotext_pasted_callback(infotext: str, params: dict[str, Any]):
-    _fire("infotext_pasted", "infotext_pasted", infotext, params)
-
-
-def script_unloaded_callback():
-    _fire("script_unloaded", "script_unloaded", reverse=True)
-
-
-def before_ui_callback():
-    _fire("before_ui", "before_ui", reverse=True)
-
-
-def list_optimizers_callback():
-    res = []
-    _fire("list_optimizers", "list_optimizers", res)
-    return res
-
-
-def list_unets_callback():
-    res = []
-    _fire("list_unets", "list_unets", res)
-    return res
-
-
-def before_token_counter_callback(params: BeforeTokenCounterParams):
-    _fire("before_token_counter", "before_token_counter", params)
-
-
-def remove_current_script_callbacks():
-    stack = [x for x in inspect.stack() if x.filename != __file__]
-    filename = stack[0].filename if stack else "unknown file"
-    if filename == "unknown file":
-        return
-    for callback_list in callback_map.values():
-        for callback_to_remove in [cb for cb in callback_list if cb.script == filename]:
-            callback_list.remove(callback_to_remove)
+    for registered in callback_map.values():
+        registered.clear()
 
 
 def remove_callbacks_for_function(callback_func):
-    for callback_list in callback_map.values():
-        for callback_to_remove in [cb for cb in callback_list if cb.callback == callback_func]:
-            callback_list.remove(callback_to_remove)
+    for registered in callback_map.values():
+        registered[:] = [c for c in registered if c.callback != callback_func]
 
 
-def on_app_started(callback, *, name=None):
-    """register a function to be called when the webui started: fn(demo: gr.Blocks, app: FastAPI)"""
-    add_callback(callback_map["callbacks_app_started"], callback, name=name, category="app_started")
+def remove_current_script_callbacks():
+    """Forget every callback that the calling file registered."""
+    caller = _registering_file()
+    if caller == "unknown file":
+        return
+    for registered in callback_map.values():
+        registered[:] = [c for c in registered if c.script != caller]
 
 
-def on_before_reload(callback, *, name=None):
-    """register a function to be called just before the server reloads."""
-    add_callback(callback_map["callbacks_on_reload"], callback, name=name, category="on_reload")
+def _make_registrar(category: str):
+    def register(callback, *, name=None):
+        add_callback(callback_map[f"callbacks_{category}"], callback, name=name, category=category)
+
+    register.__name__ = register.__qualname__ = f"on_{category}"
+    register.__doc__ = f"Register `callback` for the {category!r} event."
+    return register
 
 
-def on_model_loaded(callback, *, name=None):
-    """register a function to be called when the stable diffusion model is created: fn(sd_model)"""
-    add_callback(callback_map["callbacks_model_loaded"], callback, name=name, category="model_loaded")
+on_app_started = _make_registrar("app_started")
+on_model_loaded = _make_registrar("model_loaded")
+on_ui_tabs = _make_registrar("ui_tabs")
+on_ui_train_tabs = _make_registrar("ui_train_tabs")
+on_ui_settings = _make_registrar("ui_settings")
+on_before_image_saved = _make_registrar("before_image_saved")
+on_image_saved = _make_registrar("image_saved")
+on_extra_noise = _make_registrar("extra_noise")
+on_cfg_denoiser = _make_registrar("cfg_denoiser")
+on_cfg_denoised = _make_registrar("cfg_denoised")
+on_cfg_after_cfg = _make_registrar("cfg_after_cfg")
+on_before_component = _make_registrar("before_component")
+on_after_component = _make_registrar("after_component")
+on_image_grid = _make_registrar("image_grid")
+on_infotext_pasted = _make_registrar("infotext_pasted")
+on_script_unloaded = _make_registrar("script_unloaded")
+on_before_ui = _make_registrar("before_ui")
+on_before_reload = _make_registrar("on_reload")
+on_list_optimizers = _make_registrar("list_optimizers")
+on_list_unets = _make_registrar("list_unets")
+on_before_token_counter = _make_registrar("before_token_counter")
 
 
-def on_ui_tabs(callback, *, name=None):
-    """register a function returning [(gr.Blocks, title, elem_id)] or None to add tabs"""
-    add_callback(callback_map["callbacks_ui_tabs"], callback, name=name, category="ui_tabs")
+# -- firing ------------------------------------------------------------------------------------------------------------
 
 
-def on_ui_train_tabs(callback, *, name=None):
-    add_callback(callback_map["callbacks_ui_train_tabs"], callback, name=name, category="ui_train_tabs")
+def _fire(category: str, *args: Any, newest_first: bool = False, **kwargs: Any) -> list:
+    """Call each callback of the category; a failure is reported (naming the event and the file) and skipped.
+    Returns what the callbacks returned, in calling order."""
+    queue = ordered_callbacks(category)
+    results = []
+    for entry in reversed(queue) if newest_first else queue:
+        try:
+            results.append(entry.callback(*args, **kwargs))
+        except Exception:
+            errors.report(f"Error executing callback {category}_callback for {entry.script}", exc_info=True)
+    return results
 
 
-def on_ui_settings(callback, *, name=None):
-    """register a function to be called before UI settings are populated (shared.opts.add_option)"""
-    add_callback(callback_map["callbacks_ui_settings"], callback, name=name, category="ui_settings")
+def app_started_callback(demo, app):
+    _fire("app_started", demo, app)
 
 
-def on_before_image_saved(callback, *, name=None):
-    """register fn(params: ImageSaveParams) called before an image is saved to a file"""
-    add_callback(callback_map["callbacks_before_image_saved"], callback, name=name, category="before_image_saved")
+def app_reload_callback():
+    _fire("on_reload")
 
 
-def on_image_saved(callback, *, name=None):
-    """register fn(params: ImageSaveParams) called after an image is saved to a file"""
-    add_callback(callback_map["callbacks_image_saved"], callback, name=name, category="image_saved")
+def model_loaded_callback(sd_model):
+    _fire("model_loaded", sd_model)
 
 
-def on_extra_noise(callback, *, name=None):
-    add_callback(callback_map["callbacks_extra_noise"], callback, name=name, category="extra_noise")
+def ui_tabs_callback():
+    return [tab for tabs in _fire("ui_tabs") for tab in tabs or ()]
 
 
-def on_cfg_denoiser(callback, *, name=None):
-    """register fn(params: CFGDenoiserParams) called in the CFG denoiser after building the inner model inputs"""
-    add_callback(callback_map["callbacks_cfg_denoiser"], callback, name=name, category="cfg_denoiser")
+def ui_train_tabs_callback(params: UiTrainTabParams):
+    _fire("ui_train_tabs", params)
 
 
-def on_cfg_denoised(callback, *, name=None):
-    """register fn(params: CFGDenoisedParams) called in the CFG denoiser after the model calls"""
-    add_callback(callback_map["callbacks_cfg_denoised"], callback, name=name, category="cfg_denoised")
+def ui_settings_callback():
+    _fire("ui_settings")
 
 
-def on_cfg_after_cfg(callback, *, name=None):
-    """register fn(params: AfterCFGCallbackParams) called after the CFG combination"""
-    add_callback(callback_map["callbacks_cfg_after_cfg"], callback, name=name, category="cfg_after_cfg")
+def before_image_saved_callback(params: ImageSaveParams):
+    _fire("before_image_saved", params)
 
 
-def on_before_component(callback, *, name=None):
-    add_callback(callback_map["callbacks_before_component"], callback, name=name, category="before_component")
+def image_saved_callback(params: ImageSaveParams):
+    _fire("image_saved", params)
 
 
-def on_after_component(callback, *, name=None):
-    add_callback(callback_map["callbacks_after_component"], callback, name=name, category="after_component")
+def extra_noise_callback(params: ExtraNoiseParams):
+    _fire("extra_noise", params)
 
 
-def on_image_grid(callback, *, name=None):
-    add_callback(callback_map["callbacks_image_grid"], callback, name=name, category="image_grid")
+def cfg_denoiser_callback(params: CFGDenoiserParams):
+    _fire("cfg_denoiser", params)
 
 
-def on_infotext_pasted(callback, *, name=None):
-    """register fn(infotext: str, params: dict) called when pasting infotext, before params are applied"""
-    add_callback(callback_map["callbacks_infotext_pasted"], callback, name=name, category="infotext_pasted")
+def cfg_denoised_callback(params: CFGDenoisedParams):
+    _fire("cfg_denoised", params)
 
 
-def on_script_unloaded(callback, *, name=None):
-    """register fn() called before scripts are unloaded (Reload UI); undo patches here"""
-    add_callback(callback_map["callbacks_script_unloaded"], callback, name=name, category="script_unloaded")
+def cfg_after_cfg_callback(params: AfterCFGCallbackParams):
+    _fire("cfg_after_cfg", params)
 
 
-def on_before_ui(callback, *, name=None):
-    """register fn() called before the UI is created"""
-    add_callback(callback_map["callbacks_before_ui"], callback, name=name, category="before_ui")
+def before_component_callback(component, **kwargs):
+    _fire("before_component", component, **kwargs)
 
 
-def on_list_optimizers(callback, *, name=None):
-    add_callback(callback_map["callbacks_list_optimizers"], callback, name=name, category="list_optimizers")
+def after_component_callback(component, **kwargs):
+    _fire("after_component", component, **kwargs)
 
 
-def on_list_unets(callback, *, name=None):
-    add_callback(callback_map["callbacks_list_unets"], callback, name=name, category="list_unets")
+def image_grid_callback(params: ImageGridLoopParams):
+    _fire("image_grid", params)
 
 
-def on_before_token_counter(callback, *, name=None):
-    add_callback(callback_map["callbacks_before_token_counter"], callback, name=name, category="before_token_counter")
+def infotext_pasted_callback(infotext: str, params: dict[str, Any]):
+    _fire("infotext_pasted", infotext, params)
+
+
+def script_unloaded_callback():
+    _fire("script_unloaded", newest_first=True)
+
+
+def before_ui_callback():
+    _fire("before_ui", newest_first=True)
+
+
+def list_optimizers_callback():
+    found: list = []
+    _fire("list_optimizers", found)
+    return found
+
+
+def list_unets_callback():
+    found: list = []
+    _fire("list_unets", found)
+    return found
+
+
+def before_token_counter_callback(params: BeforeTokenCounterParams):
+    _fire("before_token_counter", params)
