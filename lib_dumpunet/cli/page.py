@@ -1,0 +1,188 @@
+"""`index.html`: one page showing each generated image beside its maps, by kind, block and step.
+
+Per image: the picture (and, for difference-map jobs, the picture without the per-block prompts), its prompt and
+settings, then one tab per kind of map (U-Net features, K, Q*K, V*Q*K, self-attention, differences). A tab is a
+table: a row per block or attention module, a column per step, each cell the averaged map where one was made
+(else the full grid), linked to the full-size PNG. Step buttons narrow the table to one step and show its maps
+large. The page is static — one HTML file beside the PNGs, no network, a few lines of script for the tabs.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lib_dumpunet.cli.files import Saved
+from lib_dumpunet.render import KIND_NAMES
+
+__all__ = ["ImageEntry", "write_page"]
+
+_KIND_ORDER = ("features", "qk", "vqk", "k", "self", "diff")
+
+
+@dataclass
+class ImageEntry:
+    """One generated image as the page shows it."""
+
+    file: str
+    title: str
+    facts: list[tuple[str, str]]
+    maps: list[Saved] = field(default_factory=list)
+    baseline: str | None = None  # the image without per-block prompts
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _cell(items: list[Saved]) -> str:
+    shown = next((s for s in items if s.map is not None and s.map.averaged), items[0])
+    full = next((s for s in items if s.map is not None and not s.map.averaged), shown)
+    others = "".join(f' <a class="alt" href="{_e(s.file)}">{"avg" if s.map.averaged else "grid"}</a>'
+                     for s in items if s is not shown and s is not full)  # fmt: skip
+    return (
+        f'<a href="{_e(full.file)}" title="{_e(full.label)}"><img loading="lazy" src="{_e(shown.file)}" '
+        f'alt="{_e(shown.label)}"></a>{others}'
+    )
+
+
+def _row_label(place: str, sub: int, branch: str) -> str:
+    extra = [f"AND {sub + 1}"] if sub else []
+    extra += [branch] if branch != "cond" else []
+    return place + (f' <span class="muted">{_e(", ".join(extra))}</span>' if extra else "")
+
+
+def _tab(kind: str, maps: list[Saved], tab_id: str) -> str:
+    steps = sorted({(s.map.key.pass_index, s.map.key.step) for s in maps})
+    rows: dict[tuple, dict[tuple[int, int], list[Saved]]] = {}
+    for s in maps:  # maps arrive in gallery order, so rows come out in U-Net order
+        k = s.map.key
+        rows.setdefault((k.place, k.sub, k.branch), {}).setdefault((k.pass_index, k.step), []).append(s)
+    name = lambda p, st: f"{'hires ' if p else ''}{st}"  # noqa: E731
+    chips = "".join(f'<button data-step="{p}-{st}">step {name(p, st)}</button>' for p, st in steps)
+    head = "".join(f'<th data-step="{p}-{st}">step {name(p, st)}</th>' for p, st in steps)
+    body = []
+    for (place, sub, branch), cells in rows.items():
+        tds = "".join(
+            f'<td data-step="{p}-{st}">{_cell(cells[(p, st)]) if (p, st) in cells else ""}</td>' for p, st in steps
+        )
+        body.append(f'<tr><th class="place">{_row_label(_e(place), sub, branch)}</th>{tds}</tr>')
+    return (
+        f'<section class="tab" id="{tab_id}" data-kind="{_e(kind)}">'
+        f'<div class="chips"><button class="on" data-step="all">all steps</button>{chips}</div>'
+        f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        "</div></section>"
+    )
+
+
+def _image_section(n: int, entry: ImageEntry) -> str:
+    by_kind: dict[str, list[Saved]] = {}
+    for s in entry.maps:
+        by_kind.setdefault(s.map.key.kind, []).append(s)
+    kinds = sorted(by_kind, key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else len(_KIND_ORDER))
+    tabs = "".join(
+        f'<button class="{"on" if i == 0 else ""}" data-tab="i{n}-{k}">{_e(KIND_NAMES.get(k, k))} '
+        f'<span class="count">{len(by_kind[k])}</span></button>'
+        for i, k in enumerate(kinds)
+    )
+    panels = "".join(_tab(k, by_kind[k], f"i{n}-{k}") for k in kinds)
+    facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in entry.facts)
+    pictures = f'<figure><a href="{_e(entry.file)}"><img src="{_e(entry.file)}" alt="generated image"></a>'
+    pictures += "<figcaption>generated</figcaption></figure>"
+    if entry.baseline:
+        pictures += (
+            f'<figure><a href="{_e(entry.baseline)}"><img src="{_e(entry.baseline)}" alt="without per-block prompts">'
+            "</a><figcaption>without per-block prompts</figcaption></figure>"
+        )
+    maps = f'<nav class="tabs">{tabs}</nav>{panels}' if kinds else '<p class="muted">No maps for this image.</p>'
+    return (
+        f'<article class="image"><div class="hero"><div class="pictures">{pictures}</div>'
+        f'<div class="about"><h2>{_e(entry.title)}</h2><dl>{facts}</dl></div></div>{maps}</article>'
+    )
+
+
+_STYLE = """
+:root { --bg:#f6f5f2; --card:#fff; --ink:#1f2328; --muted:#6b7280; --line:#e5e2dc; --accent:#3b5bdb; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink); font:15px/1.45 system-ui, -apple-system, "Segoe UI",
+       Roboto, sans-serif; }
+header { padding:18px 28px; background:#1f2328; color:#f6f5f2; display:flex; align-items:baseline; gap:16px;
+         flex-wrap:wrap; }
+header h1 { margin:0; font-size:20px; letter-spacing:.3px; }
+header code { color:#c9d1d9; font-size:13px; }
+main { padding:20px 28px 40px; max-width:1500px; margin:0 auto; }
+.image { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:20px; margin-bottom:24px;
+         box-shadow:0 1px 2px rgba(0,0,0,.04); }
+.hero { display:flex; gap:24px; align-items:flex-start; flex-wrap:wrap; margin-bottom:16px; }
+.pictures { display:flex; gap:14px; }
+figure { margin:0; text-align:center; }
+figure img { width:224px; height:auto; border-radius:6px; border:1px solid var(--line); image-rendering:pixelated;
+             display:block; }
+figcaption { color:var(--muted); font-size:12px; margin-top:4px; }
+.about h2 { margin:2px 0 10px; font-size:17px; font-weight:600; max-width:60ch; }
+dl { display:grid; grid-template-columns:max-content 1fr; gap:3px 14px; margin:0; font-size:13.5px; }
+dt { color:var(--muted); } dd { margin:0; font-family:ui-monospace, SFMono-Regular, Menlo, monospace; font-size:13px; }
+.tabs { display:flex; gap:6px; border-bottom:1px solid var(--line); margin-bottom:10px; flex-wrap:wrap; }
+.tabs button { border:0; background:none; padding:8px 12px; font:inherit; color:var(--muted); cursor:pointer;
+               border-bottom:2px solid transparent; margin-bottom:-1px; }
+.tabs button.on { color:var(--ink); border-bottom-color:var(--accent); font-weight:600; }
+.count { background:#eef0f4; color:var(--muted); border-radius:9px; padding:0 7px; font-size:12px; font-weight:400; }
+.tab { display:none; } .tab.on { display:block; }
+.chips { display:flex; gap:6px; flex-wrap:wrap; margin:6px 0 10px; }
+.chips button { border:1px solid var(--line); background:#fff; border-radius:14px; padding:3px 11px; font:inherit;
+                font-size:13px; cursor:pointer; color:var(--ink); }
+.chips button.on { background:var(--accent); border-color:var(--accent); color:#fff; }
+.scroll { overflow-x:auto; }
+table { border-collapse:separate; border-spacing:6px 6px; }
+thead th { font-size:12.5px; color:var(--muted); font-weight:500; text-align:left; }
+th.place { font:600 13px ui-monospace, SFMono-Regular, Menlo, monospace; text-align:right; padding-right:6px;
+           white-space:nowrap; vertical-align:middle; }
+td { vertical-align:middle; }
+td img { display:block; max-width:150px; max-height:96px; min-width:40px; image-rendering:pixelated;
+         border-radius:3px; background:#000; }
+table.single td img { max-width:min(1100px, 80vw); max-height:none; min-width:160px; }
+.muted { color:var(--muted); font-weight:400; }
+a.alt { font-size:11px; color:var(--accent); }
+footer { color:var(--muted); font-size:12.5px; text-align:center; padding:10px 0 30px; }
+"""
+
+_SCRIPT = """
+document.querySelectorAll('.image').forEach(function (card) {
+  card.querySelectorAll('.tabs button').forEach(function (b) {
+    b.addEventListener('click', function () {
+      card.querySelectorAll('.tabs button').forEach(function (x) { x.classList.toggle('on', x === b); });
+      card.querySelectorAll('.tab').forEach(function (t) { t.classList.toggle('on', t.id === b.dataset.tab); });
+    });
+  });
+  var first = card.querySelector('.tab'); if (first) first.classList.add('on');
+});
+document.querySelectorAll('.tab').forEach(function (tab) {
+  var table = tab.querySelector('table');
+  tab.querySelectorAll('.chips button').forEach(function (b) {
+    b.addEventListener('click', function () {
+      var step = b.dataset.step;
+      tab.querySelectorAll('.chips button').forEach(function (x) { x.classList.toggle('on', x === b); });
+      table.classList.toggle('single', step !== 'all');
+      table.querySelectorAll('[data-step]').forEach(function (c) {
+        c.hidden = step !== 'all' && c.dataset.step !== step;
+      });
+    });
+  });
+});
+"""
+
+
+def write_page(entries: Sequence[ImageEntry], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
+    """The page's HTML."""
+    sections = "".join(_image_section(n, e) for n, e in enumerate(entries))
+    notes_html = "".join(f'<p class="muted">{_e(n)}</p>' for n in notes)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>Dump U-Net</h1><code>{_e(command)}</code></header>"
+        f"<main>{notes_html}{sections}</main>"
+        "<footer>Click a map for the full-size PNG; every PNG carries its settings (PNG Info).</footer>"
+        f"<script>{_SCRIPT}</script></body></html>"
+    )
