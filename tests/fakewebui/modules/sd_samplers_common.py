@@ -1,8 +1,11 @@
-"""Mirror of modules/sd_samplers_common.py: `SamplerData`, the `Sampler` base (launch_sampling, initialize,
-callback_state), `InterruptedException`, latent ↔ image helpers and `setup_img2img_steps`."""
+"""Test double of webui v1.10.1 `modules/sd_samplers_common.py`: the sampler registry entry `SamplerData`, the
+`Sampler` base class (`initialize`, `launch_sampling`, `callback_state`), `InterruptedException`, `TorchHijack`
+(per-seed noise inside the sampling loops), img2img step arithmetic and the latent ↔ image helpers."""
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -16,48 +19,43 @@ SamplerDataTuple = namedtuple("SamplerData", ["name", "constructor", "aliases", 
 
 class SamplerData(SamplerDataTuple):
     def total_steps(self, steps):
-        if self.options.get("second_order", False):
-            steps = steps * 2
+        """Denoiser calls the sampler is expected to make for `steps` (second-order samplers: two per step)."""
+        return steps * (2 if self.options.get("second_order") else 1)
 
-        return steps
+
+class InterruptedException(BaseException):
+    """Raised inside sampling (CFGDenoiser, callback_state) to stop it; `launch_sampling` catches it."""
 
 
 def setup_img2img_steps(p, steps=None):
-    if opts.img2img_fix_steps or steps is not None:
-        requested_steps = steps or p.steps
-        steps = int(requested_steps / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
-        t_enc = requested_steps - 1
-    else:
-        steps = p.steps
-        t_enc = int(min(p.denoising_strength, 0.999) * steps)
+    """(steps of the full schedule, t_enc): img2img samples the last t_enc + 1 of `steps`. With an explicit
+    `steps` (the hires pass) or opts.img2img_fix_steps the schedule is stretched so that `steps` are actually run."""
+    strength = min(p.denoising_strength, 0.999)
+    if steps is None and not opts.img2img_fix_steps:
+        return p.steps, int(strength * p.steps)
+    wanted = steps or p.steps
+    return (int(wanted / strength) if p.denoising_strength > 0 else 0), wanted - 1
 
-    return steps, t_enc
 
+# --- latents and images -----------------------------------------------------------------------------------------------
 
 approximation_indexes = {"Full": 0, "Approx NN": 1, "Approx cheap": 2, "TAESD": 3}
 
 
 def samples_to_images_tensor(sample, approximation=None, model=None):
-    """Transforms 4-channel latent space images into 3-channel RGB image tensors, with values in range [-1, 1]."""
-    if model is None:
-        model = shared.sd_model
+    """Latents to RGB tensors in [-1, 1]. The fake has one decoder, so every approximation uses it."""
+    model = shared.sd_model if model is None else model
     return model.decode_first_stage(sample.to(devices.dtype_vae))
 
 
-def single_sample_to_image(sample, approximation=None):
-    x_sample = samples_to_images_tensor(sample.unsqueeze(0), approximation)[0] * 0.5 + 0.5
-
-    x_sample = torch.clamp(x_sample, min=0.0, max=1.0)
-    x_sample = 255.0 * np.moveaxis(x_sample.cpu().numpy(), 0, 2)
-    x_sample = x_sample.astype(np.uint8)
-
-    return Image.fromarray(x_sample)
-
-
 def decode_first_stage(model, x):
-    x = x.to(devices.dtype_vae)
-    approx_index = approximation_indexes.get(opts.sd_vae_decode_method, 0)
-    return samples_to_images_tensor(x, approx_index, model)
+    return samples_to_images_tensor(x, approximation_indexes.get(opts.sd_vae_decode_method, 0), model)
+
+
+def single_sample_to_image(sample, approximation=None):
+    rgb = samples_to_images_tensor(sample[None], approximation)[0]
+    unit = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+    return Image.fromarray((np.moveaxis(unit.cpu().numpy(), 0, -1) * 255.0).astype(np.uint8))
 
 
 def sample_to_image(samples, index=0, approximation=None):
@@ -67,133 +65,85 @@ def sample_to_image(samples, index=0, approximation=None):
 def samples_to_image_grid(samples, approximation=None):
     from modules import images
 
-    return images.image_grid([single_sample_to_image(sample, approximation) for sample in samples])
+    return images.image_grid([single_sample_to_image(s, approximation) for s in samples])
 
 
 def images_tensor_to_samples(image, approximation=None, model=None):
-    """image[0, 1] -> latent"""
-    if model is None:
-        model = shared.sd_model
-
-    image = image.to(shared.device, dtype=devices.dtype_vae)
-    image = image * 2 - 1
-    if len(image) > 1:
-        x_latent = torch.stack(
-            [model.get_first_stage_encoding(model.encode_first_stage(torch.unsqueeze(img, 0)))[0] for img in image]
-        )
-    else:
-        x_latent = model.get_first_stage_encoding(model.encode_first_stage(image))
-
-    return x_latent
+    """RGB tensors in [0, 1] to latents, one image at a time."""
+    model = shared.sd_model if model is None else model
+    pixels = image.to(shared.device, dtype=devices.dtype_vae) * 2.0 - 1.0
+    encoded = [model.get_first_stage_encoding(model.encode_first_stage(one[None])) for one in pixels]
+    return torch.cat(encoded)
 
 
 def store_latent(decoded):
     state.current_latent = decoded
 
 
-def is_sampler_using_eta_noise_seed_delta(p):
-    """returns whether sampler from config will use eta noise seed delta for image creation"""
-    from modules import sd_samplers
-
-    sampler_config = sd_samplers.find_sampler_config(p.sampler_name)
-
-    eta = p.eta
-
-    if eta is None and p.sampler is not None:
-        eta = p.sampler.eta
-
-    if eta is None and sampler_config is not None:
-        eta = 0 if sampler_config.options.get("default_eta_is_0", False) else 1.0
-
-    if eta == 0:
-        return False
-
-    return sampler_config.options.get("uses_ensd", False)
-
-
-class InterruptedException(BaseException):
-    pass
-
-
 def apply_refiner(cfg_denoiser, sigma=None):
-    """Refiner switching is not faked: with no refiner checkpoint (the default) the webui returns False too."""
-    if cfg_denoiser.p is None or getattr(cfg_denoiser.p, "refiner_checkpoint_info", None) is None:
-        return False
-
-    raise NotImplementedError("the fake webui has no refiner checkpoints")
+    """False: the fake has no refiner checkpoints, which is what the webui returns when none is set."""
+    p = cfg_denoiser.p
+    if p is not None and getattr(p, "refiner_checkpoint_info", None) is not None:
+        raise NotImplementedError("the fake webui has no refiner checkpoints")
+    return False
 
 
 class TorchHijack:
-    """This is here to replace torch.randn_like of k-diffusion, so that the noise of each image comes from its own
-    seed's generator (p.rng) and images generated in batches are the same as images generated individually."""
+    """Put in place of `torch` inside the sampling loops' module: `randn_like` takes the next noise from `p.rng`
+    (one generator per seed, so a batch matches its images made one by one); everything else is torch's."""
 
     def __init__(self, p):
         self.rng = p.rng
 
-    def __getattr__(self, item):
-        if item == "randn_like":
-            return self.randn_like
-
-        if hasattr(torch, item):
-            return getattr(torch, item)
-
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{item}'")
-
     def randn_like(self, x):
         return self.rng.next()
 
+    def __getattr__(self, item):
+        if not hasattr(torch, item):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{item}'")
+        return getattr(torch, item)
+
+
+# --- the sampler base class -------------------------------------------------------------------------------------------
+
+# sampler keyword: (infotext key, the loop's own default)
+_SIGMA_OPTIONS = {
+    "s_churn": ("Sigma churn", 0.0),
+    "s_tmin": ("Sigma tmin", 0.0),
+    "s_tmax": ("Sigma tmax", math.inf),
+    "s_noise": ("Sigma noise", 1.0),
+}
+
 
 class Sampler:
+    """What every webui sampler shares: the CFG denoiser (`model_wrap_cfg`), the keyword arguments of its sampling
+    function, progress through `state`, and the latest latent for when sampling is interrupted."""
+
     def __init__(self, funcname):
-        self.funcname = funcname
-        self.func = funcname
+        self.funcname = self.func = funcname
         self.extra_params = []
-        self.sampler_noises = None
-        self.stop_at = None
-        self.eta = None
-        self.config: SamplerData = None  # set by the function calling the constructor
-        self.last_latent = None
-        self.s_min_uncond = None
-        self.s_churn = 0.0
-        self.s_tmin = 0.0
-        self.s_tmax = float("inf")
-        self.s_noise = 1.0
-
-        self.eta_option_field = "eta_ancestral"
-        self.eta_infotext_field = "Eta"
-        self.eta_default = 1.0
-
+        self.config: SamplerData | None = None  # set by create_sampler
+        self.options = {}
+        self.p = self.model_wrap_cfg = self.sampler_extra_args = None
+        self.sampler_noises = self.stop_at = self.eta = self.last_latent = self.s_min_uncond = None
+        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = (d for _, d in _SIGMA_OPTIONS.values())
+        self.eta_option_field, self.eta_infotext_field, self.eta_default = "eta_ancestral", "Eta", 1.0
         self.conditioning_key = getattr(shared.sd_model.model, "conditioning_key", "crossattn")
 
-        self.p = None
-        self.model_wrap_cfg = None
-        self.sampler_extra_args = None
-        self.options = {}
-
     def callback_state(self, d):
-        step = d["i"]
-
-        if self.stop_at is not None and step > self.stop_at:
+        """Called by the loop once per step, after the step's first model call: it moves `state.sampling_step`."""
+        if self.stop_at is not None and d["i"] > self.stop_at:
             raise InterruptedException
-
-        state.sampling_step = step
+        state.sampling_step = d["i"]
         shared.total_tqdm.update()
 
     def launch_sampling(self, steps, func):
-        self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = self.config.total_steps(steps)
-        state.sampling_steps = steps
-        state.sampling_step = 0
-
+        """Runs the loop; an interrupt (InterruptedException) returns the latest latent instead."""
+        denoiser = self.model_wrap_cfg
+        denoiser.steps, denoiser.total_steps = steps, self.config.total_steps(steps)
+        state.sampling_steps, state.sampling_step = steps, 0
         try:
             return func()
-        except RecursionError:
-            print(
-                "Encountered RecursionError during sampling, returning last latent. "
-                "rho >5 with a polyexponential scheduler may cause this error. "
-                "You should try to use a smaller rho value instead."
-            )
-            return self.last_latent
         except InterruptedException:
             return self.last_latent
 
@@ -201,68 +151,46 @@ class Sampler:
         return p.steps
 
     def initialize(self, p) -> dict:
-        self.p = p
-        self.model_wrap_cfg.p = p
-        self.model_wrap_cfg.mask = p.mask if hasattr(p, "mask") else None
-        self.model_wrap_cfg.nmask = p.nmask if hasattr(p, "nmask") else None
-        self.model_wrap_cfg.step = 0
-        self.model_wrap_cfg.image_cfg_scale = getattr(p, "image_cfg_scale", None)
-        self.eta = p.eta if p.eta is not None else getattr(opts, self.eta_option_field, 0.0)
-        self.s_min_uncond = getattr(p, "s_min_uncond", 0.0)
-
+        """Readies the denoiser for `p` and returns the keyword arguments the sampling function accepts."""
         from modules import _kdiffusion
 
+        self.p = p
+        denoiser = self.model_wrap_cfg
+        denoiser.p, denoiser.step = p, 0
+        denoiser.mask, denoiser.nmask = getattr(p, "mask", None), getattr(p, "nmask", None)
+        denoiser.image_cfg_scale = getattr(p, "image_cfg_scale", None)
+        self.eta = p.eta if p.eta is not None else getattr(opts, self.eta_option_field, 0.0)
+        self.s_min_uncond = getattr(p, "s_min_uncond", 0.0)
         _kdiffusion.torch = TorchHijack(p)
 
-        import inspect
-
-        extra_params_kwargs = {}
-        for param_name in self.extra_params:
-            if hasattr(p, param_name) and param_name in inspect.signature(self.func).parameters:
-                extra_params_kwargs[param_name] = getattr(p, param_name)
-
-        if "eta" in inspect.signature(self.func).parameters:
-            if self.eta != self.eta_default:
+        accepted = inspect.signature(self.func).parameters
+        kwargs = {}
+        for name in self.extra_params:
+            if name not in accepted or not hasattr(p, name):
+                continue
+            kwargs[name] = value = getattr(p, name)
+            label, default = _SIGMA_OPTIONS.get(name, (None, value))
+            if label is not None and value != default:
+                p.extra_generation_params[label] = value
+        if "eta" in accepted:
+            kwargs["eta"] = self.eta
+            if self.eta != self.eta_default:  # the infotext names eta only when it is not the default
                 p.extra_generation_params[self.eta_infotext_field] = self.eta
-
-            extra_params_kwargs["eta"] = self.eta
-
-        if len(self.extra_params) > 0:
-            s_churn = getattr(opts, "s_churn", p.s_churn)
-            s_tmin = getattr(opts, "s_tmin", p.s_tmin)
-            s_tmax = getattr(opts, "s_tmax", p.s_tmax) or self.s_tmax  # 0 = inf
-            s_noise = getattr(opts, "s_noise", p.s_noise)
-
-            if "s_churn" in extra_params_kwargs and s_churn != self.s_churn:
-                extra_params_kwargs["s_churn"] = s_churn
-                p.s_churn = s_churn
-                p.extra_generation_params["Sigma churn"] = s_churn
-            if "s_tmin" in extra_params_kwargs and s_tmin != self.s_tmin:
-                extra_params_kwargs["s_tmin"] = s_tmin
-                p.s_tmin = s_tmin
-                p.extra_generation_params["Sigma tmin"] = s_tmin
-            if "s_tmax" in extra_params_kwargs and s_tmax != self.s_tmax:
-                extra_params_kwargs["s_tmax"] = s_tmax
-                p.s_tmax = s_tmax
-                p.extra_generation_params["Sigma tmax"] = s_tmax
-            if "s_noise" in extra_params_kwargs and s_noise != self.s_noise:
-                extra_params_kwargs["s_noise"] = s_noise
-                p.s_noise = s_noise
-                p.extra_generation_params["Sigma noise"] = s_noise
-
-        return extra_params_kwargs
+        return kwargs
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
-        raise NotImplementedError()
+        raise NotImplementedError
 
     def sample_img2img(
         self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None
     ):
-        raise NotImplementedError()
+        raise NotImplementedError
 
     def add_infotext(self, p):
-        if self.model_wrap_cfg.padded_cond_uncond:
-            p.extra_generation_params["Pad conds"] = True
-
-        if self.model_wrap_cfg.padded_cond_uncond_v0:
-            p.extra_generation_params["Pad conds v0"] = True
+        denoiser = self.model_wrap_cfg
+        for flag, label in (
+            (denoiser.padded_cond_uncond, "Pad conds"),
+            (denoiser.padded_cond_uncond_v0, "Pad conds v0"),
+        ):
+            if flag:
+                p.extra_generation_params[label] = True
