@@ -1,135 +1,96 @@
-"""Mirror of modules/rng.py: per-seed noise (`ImageRNG`), so a batch gives the same images as its seeds run one by
-one. On CPU with the default "GPU" source the noise comes from torch's CPU generator seeded with each seed."""
+"""Test double of webui v1.10.1 `modules/rng.py`: noise drawn per seed, so that an image made in a batch equals the
+same seed made alone. `ImageRNG` keeps one generator per image; its first draw may mix in a variation seed
+(`subseed_strength`, spherical interpolation) and may be made at another size and centred ("resize seed from");
+after the first draw, a non-zero `eta_noise_seed_delta` reseeds the generators for the sampler's own noise.
+
+The fake runs on CPU, so the "GPU" and "CPU" noise sources are the same CPU generator."""
+
+from __future__ import annotations
 
 import torch
 from modules import devices, shared
 
 
-def randn(seed, shape, generator=None):
-    """Generate a tensor with random numbers from a normal distribution using seed."""
-    manual_seed(seed)
-
-    if shared.opts.randn_source == "CPU" or devices.device.type == "mps":
-        return torch.randn(shape, device=devices.cpu, generator=generator).to(devices.device)
-
-    return torch.randn(shape, device=devices.device, generator=generator)
-
-
-def randn_local(seed, shape):
-    """Generate a tensor with random numbers from a normal distribution using seed, without the global generator."""
-    local_device = devices.cpu if shared.opts.randn_source == "CPU" or devices.device.type == "mps" else devices.device
-    local_generator = torch.Generator(local_device).manual_seed(int(seed))
-    return torch.randn(shape, device=local_device, generator=local_generator).to(devices.device)
-
-
-def randn_like(x):
-    """Generate a tensor with random numbers from a normal distribution using the previously initialized generator."""
-    if shared.opts.randn_source == "CPU" or x.device.type == "mps":
-        return torch.randn_like(x, device=devices.cpu).to(x.device)
-
-    return torch.randn_like(x)
-
-
-def randn_without_seed(shape, generator=None):
-    """Generate a tensor with random numbers from a normal distribution using the previously initialized generator."""
-    if shared.opts.randn_source == "CPU" or devices.device.type == "mps":
-        return torch.randn(shape, device=devices.cpu, generator=generator).to(devices.device)
-
-    return torch.randn(shape, device=devices.device, generator=generator)
+def create_generator(seed):
+    return torch.Generator(devices.cpu).manual_seed(int(seed))
 
 
 def manual_seed(seed):
-    """Set up a global random number generator using the specified seed."""
     torch.manual_seed(seed)
 
 
-def create_generator(seed):
-    device = devices.cpu if shared.opts.randn_source == "CPU" or devices.device.type == "mps" else devices.device
-    generator = torch.Generator(device).manual_seed(int(seed))
-    return generator
+def randn(seed, shape, generator=None):
+    """Normal noise of `shape` from `generator`, or from a generator seeded with `seed`."""
+    source = create_generator(seed) if generator is None else generator
+    return torch.randn(shape, generator=source, device=devices.cpu).to(devices.device)
+
+
+def randn_local(seed, shape):
+    return randn(seed, shape)
+
+
+def randn_like(x):
+    return torch.randn(x.shape, dtype=x.dtype, device=devices.cpu).to(x.device)
+
+
+def randn_without_seed(shape, generator=None):
+    return torch.randn(shape, generator=generator, device=devices.cpu).to(devices.device)
 
 
 def slerp(val, low, high):
-    """spherical linear interpolation between two noises"""
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
+    """Moves from `low` (val 0) towards `high` (val 1) along the great circle between them, row by row; nearly
+    parallel rows are mixed linearly."""
+    unit_low = low / low.norm(dim=1, keepdim=True)
+    unit_high = high / high.norm(dim=1, keepdim=True)
+    cos = (unit_low * unit_high).sum(1)
+    if cos.mean() > 0.9995:
+        return low * (1.0 - val) + high * val
+    angle = torch.acos(cos)
+    weight_low = torch.sin((1.0 - val) * angle) / torch.sin(angle)
+    weight_high = torch.sin(val * angle) / torch.sin(angle)
+    return weight_low[:, None] * low + weight_high[:, None] * high
 
-    if dot.mean() > 0.9995:
-        return low * val + high * (1 - val)
 
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    res = (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
-    return res
+def _centred(noise, shape, filler):
+    """`noise` placed at the centre of `filler` (shape `shape`), cropped where it is larger."""
+    out = filler.clone()
+    rows, cols = min(noise.shape[1], shape[1]), min(noise.shape[2], shape[2])
+    top, left = (shape[1] - rows) // 2, (shape[2] - cols) // 2
+    src_top, src_left = (noise.shape[1] - rows) // 2, (noise.shape[2] - cols) // 2
+    out[:, top : top + rows, left : left + cols] = noise[:, src_top : src_top + rows, src_left : src_left + cols]
+    return out
 
 
 class ImageRNG:
     def __init__(self, shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0):
-        self.shape = tuple(map(int, shape))
-        self.seeds = seeds
-        self.subseeds = subseeds
-        self.subseed_strength = subseed_strength
-        self.seed_resize_from_h = seed_resize_from_h
-        self.seed_resize_from_w = seed_resize_from_w
-
+        self.shape = tuple(int(n) for n in shape)
+        self.seeds, self.subseeds, self.subseed_strength = seeds, subseeds, subseed_strength
+        self.seed_resize_from_h, self.seed_resize_from_w = seed_resize_from_h, seed_resize_from_w
         self.generators = [create_generator(seed) for seed in seeds]
-
         self.is_first = True
 
+    def _first_noise(self, index, seed, generator):
+        shape = self.shape
+        if self.seed_resize_from_h > 0 and self.seed_resize_from_w > 0:
+            shape = (shape[0], int(self.seed_resize_from_h) // 8, int(self.seed_resize_from_w) // 8)
+        noise = randn(seed, shape, generator=generator if shape == self.shape else None)
+        if self.subseeds is not None and self.subseed_strength != 0:
+            subseed = self.subseeds[index] if index < len(self.subseeds) else 0
+            noise = slerp(self.subseed_strength, noise, randn(subseed, shape))
+        if shape != self.shape:
+            noise = _centred(noise, self.shape, randn(seed, self.shape, generator=generator))
+        return noise
+
     def first(self):
-        noise_shape = (
-            self.shape
-            if self.seed_resize_from_h <= 0 or self.seed_resize_from_w <= 0
-            else (self.shape[0], int(self.seed_resize_from_h) // 8, int(self.seed_resize_from_w // 8))
-        )
-
-        xs = []
-
-        for i, (seed, generator) in enumerate(zip(self.seeds, self.generators, strict=True)):
-            subnoise = None
-            if self.subseeds is not None and self.subseed_strength != 0:
-                subseed = 0 if i >= len(self.subseeds) else self.subseeds[i]
-                subnoise = randn(subseed, noise_shape)
-
-            if noise_shape != self.shape:
-                noise = randn(seed, noise_shape)
-            else:
-                noise = randn(seed, self.shape, generator=generator)
-
-            if subnoise is not None:
-                noise = slerp(self.subseed_strength, noise, subnoise)
-
-            if noise_shape != self.shape:
-                x = randn(seed, self.shape, generator=generator)
-                dx = (self.shape[2] - noise_shape[2]) // 2
-                dy = (self.shape[1] - noise_shape[1]) // 2
-                w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
-                h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
-                tx = 0 if dx < 0 else dx
-                ty = 0 if dy < 0 else dy
-                dx = max(-dx, 0)
-                dy = max(-dy, 0)
-
-                x[:, ty : ty + h, tx : tx + w] = noise[:, dy : dy + h, dx : dx + w]
-                noise = x
-
-            xs.append(noise)
-
-        eta_noise_seed_delta = shared.opts.eta_noise_seed_delta or 0
-        if eta_noise_seed_delta:
-            self.generators = [create_generator(seed + eta_noise_seed_delta) for seed in self.seeds]
-
-        return torch.stack(xs).to(shared.device)
+        batch = [self._first_noise(i, s, g) for i, (s, g) in enumerate(zip(self.seeds, self.generators, strict=True))]
+        delta = shared.opts.eta_noise_seed_delta or 0
+        if delta:
+            self.generators = [create_generator(seed + delta) for seed in self.seeds]
+        return torch.stack(batch).to(shared.device)
 
     def next(self):
+        """The first call gives the initial noise, every later one the sampler's next noise for each image."""
         if self.is_first:
             self.is_first = False
             return self.first()
-
-        xs = []
-        for generator in self.generators:
-            x = randn_without_seed(self.shape, generator=generator)
-            xs.append(x)
-
-        return torch.stack(xs).to(shared.device)
+        return torch.stack([randn_without_seed(self.shape, generator=g) for g in self.generators]).to(shared.device)
