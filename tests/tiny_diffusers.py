@@ -77,12 +77,16 @@ def _vae() -> AutoencoderKL:
     )
 
 
+# The widths of tests/unets.py's ldm U-Nets, so that the two layouts of one config can be compared.
+CONTEXT = {"sd1": 64, "sd2": 96, "sdxl": 128}
+
+
 def unet_sd1() -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=8,
-        block_out_channels=(32, 64, 64, 64),
+        block_out_channels=(32, 64, 128, 128),
         layers_per_block=2,
-        cross_attention_dim=32,
+        cross_attention_dim=CONTEXT["sd1"],
         attention_head_dim=2,  # SD1 configs mean the number of heads here
         norm_num_groups=32,
     )
@@ -91,10 +95,10 @@ def unet_sd1() -> UNet2DConditionModel:
 def unet_sd2() -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=8,
-        block_out_channels=(32, 64, 64, 64),
+        block_out_channels=(32, 64, 128, 128),
         layers_per_block=2,
-        cross_attention_dim=48,
-        attention_head_dim=(2, 4, 4, 4),  # SD2: a head width of 16 everywhere
+        cross_attention_dim=CONTEXT["sd2"],
+        attention_head_dim=(2, 4, 8, 8),  # the number of heads: SD2 has a head width of 16 everywhere (here too)
         use_linear_projection=True,
         norm_num_groups=32,
     )
@@ -105,17 +109,20 @@ def unet_sdxl() -> UNet2DConditionModel:
         sample_size=8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
+        block_out_channels=(32, 64, 128),
         layers_per_block=2,
         transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(2, 4, 4),
-        cross_attention_dim=64,
+        attention_head_dim=(2, 4, 8),
+        cross_attention_dim=CONTEXT["sdxl"],
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=8 * 6 + 32,
+        projection_class_embeddings_input_dim=8 * 6 + CONTEXT["sdxl"] // 2,
         norm_num_groups=32,
     )
+
+
+UNETS = {"sd1": unet_sd1, "sd2": unet_sd2, "sdxl": unet_sdxl}
 
 
 def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -133,8 +140,7 @@ def build_folder(root: Path, flavour: str = "sd1", seed: int = 0) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(seed)
-    unet = {"sd1": unet_sd1, "sd2": unet_sd2, "sdxl": unet_sdxl}[flavour]()
-    randomize(unet, seed)
+    unet = randomize(UNETS[flavour](), seed)
     unet.save_pretrained(folder / "unet")
     _vae().save_pretrained(folder / "vae")
     scheduler = DDIMScheduler(
@@ -153,8 +159,9 @@ def build_folder(root: Path, flavour: str = "sd1", seed: int = 0) -> Path:
         "tokenizer": ["transformers", "CLIPTokenizer"],
     }
     if flavour == "sdxl":
-        randomize(_text(32), seed + 1).save_pretrained(folder / "text_encoder")
-        randomize(_text(32, projection=True), seed + 2).save_pretrained(folder / "text_encoder_2")
+        half = CONTEXT["sdxl"] // 2
+        randomize(_text(half), seed + 1).save_pretrained(folder / "text_encoder")
+        randomize(_text(half, projection=True), seed + 2).save_pretrained(folder / "text_encoder_2")
         write_tokenizer(folder / "tokenizer")
         write_tokenizer(folder / "tokenizer_2", pad="!")
         index |= {
@@ -162,8 +169,7 @@ def build_folder(root: Path, flavour: str = "sd1", seed: int = 0) -> Path:
             "tokenizer_2": ["transformers", "CLIPTokenizer"],
         }
     else:
-        width = 48 if flavour == "sd2" else 32
-        randomize(_text(width), seed + 1).save_pretrained(folder / "text_encoder")
+        randomize(_text(CONTEXT[flavour]), seed + 1).save_pretrained(folder / "text_encoder")
         write_tokenizer(folder / "tokenizer", pad="!" if flavour == "sd2" else "<|endoftext|>")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), "utf-8")
     return folder

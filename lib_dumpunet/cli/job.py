@@ -95,6 +95,8 @@ def _save(
     out: Path, result: JobResult, gen: Generation, model: Model, settings: JobSettings, sampler: str
 ) -> list[ImageEntry]:
     writer = Writer(out)
+    shapes = model.layout.shapes(gen.width, gen.height)
+    notes = {b.name: f"{' '.join(b.contents)} → {shapes[b.name].output}" for b in model.layout.blocks}
     baselines: dict[int, Saved] = {}
     for image in result.images:
         if image.baseline is not None:
@@ -117,5 +119,5 @@ def _save(
             ("file", saved.file),
         ]
         base = baselines.get(image.index)
-        entries.append(ImageEntry(saved.file, image.prompt, facts, maps, base.file if base else None))
+        entries.append(ImageEntry(saved.file, image.prompt, facts, maps, base.file if base else None, notes))
     return entries

@@ -30,30 +30,51 @@ class ImageEntry:
     facts: list[tuple[str, str]]
     maps: list[Saved] = field(default_factory=list)
     baseline: str | None = None  # the image without per-block prompts
+    notes: dict[str, str] = field(default_factory=dict)  # per block: what it holds and its output shape
 
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _cell(items: list[Saved]) -> str:
-    shown = next((s for s in items if s.map is not None and s.map.averaged), items[0])
-    full = next((s for s in items if s.map is not None and not s.map.averaged), shown)
-    others = "".join(f' <a class="alt" href="{_e(s.file)}">{"avg" if s.map.averaged else "grid"}</a>'
-                     for s in items if s is not shown and s is not full)  # fmt: skip
+_THUMB_HEIGHT, _THUMB_MAX_WIDTH = 72, 300
+_LARGE_MAX = (1100, 720)
+
+
+def _sizes(width: int, height: int) -> tuple[int, int]:
+    """Display widths of a map: in the all-steps table (about 72 px high), and alone (an integer zoom, so every
+    value stays a crisp square)."""
+    thumb = min(_THUMB_MAX_WIDTH, round(width * _THUMB_HEIGHT / height))
+    zoom = max(1, min(_LARGE_MAX[0] // width, _LARGE_MAX[1] // height))
+    return thumb, width * zoom if width * zoom <= _LARGE_MAX[0] else _LARGE_MAX[0]
+
+
+def _img(s: Saved) -> str:
+    width, height = s.map.image.size
+    thumb, large = _sizes(width, height)
     return (
-        f'<a href="{_e(full.file)}" title="{_e(full.label)}"><img loading="lazy" src="{_e(shown.file)}" '
-        f'alt="{_e(shown.label)}"></a>{others}'
+        f'<img loading="lazy" src="{_e(s.file)}" alt="{_e(s.label)}" style="--thumb:{thumb}px;--large:{large}px">'
     )
 
 
-def _row_label(place: str, sub: int, branch: str) -> str:
+def _cell(items: list[Saved]) -> str:
+    """The averaged map (or the grid), linked to the grid; in the one-step view both are shown."""
+    averaged = [s for s in items if s.map.averaged]
+    grids = [s for s in items if not s.map.averaged]
+    shown = (averaged or grids)[0]
+    target = (grids or averaged)[0]
+    extra = "".join(f'<a class="also" href="{_e(s.file)}">{_img(s)}</a>' for s in grids if s is not shown)
+    return f'<a href="{_e(target.file)}" title="{_e(target.label)}">{_img(shown)}</a>{extra}'
+
+
+def _row_label(place: str, sub: int, branch: str, note: str | None) -> str:
     extra = [f"AND {sub + 1}"] if sub else []
     extra += [branch] if branch != "cond" else []
-    return place + (f' <span class="muted">{_e(", ".join(extra))}</span>' if extra else "")
+    label = _e(place) + (f' <span class="muted">{_e(", ".join(extra))}</span>' if extra else "")
+    return label + (f'<small>{_e(note)}</small>' if note else "")
 
 
-def _tab(kind: str, maps: list[Saved], tab_id: str) -> str:
+def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> str:
     steps = sorted({(s.map.key.pass_index, s.map.key.step) for s in maps})
     rows: dict[tuple, dict[tuple[int, int], list[Saved]]] = {}
     for s in maps:  # maps arrive in gallery order, so rows come out in U-Net order
@@ -67,10 +88,14 @@ def _tab(kind: str, maps: list[Saved], tab_id: str) -> str:
         tds = "".join(
             f'<td data-step="{p}-{st}">{_cell(cells[(p, st)]) if (p, st) in cells else ""}</td>' for p, st in steps
         )
-        body.append(f'<tr><th class="place">{_row_label(_e(place), sub, branch)}</th>{tds}</tr>')
+        note = notes.get(place) if kind in ("features", "diff") else None
+        body.append(f'<tr><th class="place">{_row_label(place, sub, branch, note)}</th>{tds}</tr>')
+    # wide maps (token columns) are unreadable side by side: such a tab opens on its last step
+    wide = max(s.map.image.size[0] / s.map.image.size[1] for s in maps) > 3
+    start = f"{steps[-1][0]}-{steps[-1][1]}" if wide and len(steps) > 1 else "all"
     return (
-        f'<section class="tab" id="{tab_id}" data-kind="{_e(kind)}">'
-        f'<div class="chips"><button class="on" data-step="all">all steps</button>{chips}</div>'
+        f'<section class="tab" id="tab-{tab_id}" data-kind="{_e(kind)}" data-start="{start}">'
+        f'<div class="chips"><button data-step="all">all steps</button>{chips}</div>'
         f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         "</div></section>"
     )
@@ -86,7 +111,7 @@ def _image_section(n: int, entry: ImageEntry) -> str:
         f'<span class="count">{len(by_kind[k])}</span></button>'
         for i, k in enumerate(kinds)
     )
-    panels = "".join(_tab(k, by_kind[k], f"i{n}-{k}") for k in kinds)
+    panels = "".join(_tab(k, by_kind[k], f"i{n}-{k}", entry.notes) for k in kinds)
     facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in entry.facts)
     pictures = f'<figure><a href="{_e(entry.file)}"><img src="{_e(entry.file)}" alt="generated image"></a>'
     pictures += "<figcaption>generated</figcaption></figure>"
@@ -139,9 +164,14 @@ thead th { font-size:12.5px; color:var(--muted); font-weight:500; text-align:lef
 th.place { font:600 13px ui-monospace, SFMono-Regular, Menlo, monospace; text-align:right; padding-right:6px;
            white-space:nowrap; vertical-align:middle; }
 td { vertical-align:middle; }
-td img { display:block; max-width:150px; max-height:96px; min-width:40px; image-rendering:pixelated;
-         border-radius:3px; background:#000; }
-table.single td img { max-width:min(1100px, 80vw); max-height:none; min-width:160px; }
+td img { display:block; width:var(--thumb); height:auto; image-rendering:pixelated; border-radius:3px;
+         background:#000; }
+td a.also { display:none; }
+table.single td img { width:var(--large); max-width:80vw; }
+table.single td { display:flex; flex-direction:column; gap:8px; align-items:flex-start; padding-bottom:10px; }
+[hidden] { display:none !important; }
+table.single td a.also { display:block; }
+th.place small { display:block; font:400 11px system-ui, sans-serif; color:var(--muted); }
 .muted { color:var(--muted); font-weight:400; }
 a.alt { font-size:11px; color:var(--accent); }
 footer { color:var(--muted); font-size:12.5px; text-align:center; padding:10px 0 30px; }
@@ -152,26 +182,28 @@ document.querySelectorAll('.image').forEach(function (card) {
   card.querySelectorAll('.tabs button').forEach(function (b) {
     b.addEventListener('click', function () {
       card.querySelectorAll('.tabs button').forEach(function (x) { x.classList.toggle('on', x === b); });
-      card.querySelectorAll('.tab').forEach(function (t) { t.classList.toggle('on', t.id === b.dataset.tab); });
+      card.querySelectorAll('.tab').forEach(function (t) { t.classList.toggle('on', t.id === 'tab-' + b.dataset.tab); });
     });
   });
   var first = card.querySelector('.tab'); if (first) first.classList.add('on');
+  var linked = card.querySelector('.tabs button[data-tab="' + location.hash.slice(1) + '"]');
+  if (linked) linked.click();  // index.html#i0-qk opens image 0's Q*K tab
 });
 document.querySelectorAll('.tab').forEach(function (tab) {
   var table = tab.querySelector('table');
-  tab.querySelectorAll('.chips button').forEach(function (b) {
-    b.addEventListener('click', function () {
-      var step = b.dataset.step;
-      tab.querySelectorAll('.chips button').forEach(function (x) { x.classList.toggle('on', x === b); });
-      table.classList.toggle('single', step !== 'all');
-      table.querySelectorAll('[data-step]').forEach(function (c) {
-        c.hidden = step !== 'all' && c.dataset.step !== step;
-      });
+  var show = function (step) {
+    tab.querySelectorAll('.chips button').forEach(function (x) { x.classList.toggle('on', x.dataset.step === step); });
+    table.classList.toggle('single', step !== 'all');
+    table.querySelectorAll('[data-step]').forEach(function (c) {
+      c.hidden = step !== 'all' && c.dataset.step !== step;
     });
+  };
+  show(tab.dataset.start);
+  tab.querySelectorAll('.chips button').forEach(function (b) {
+    b.addEventListener('click', function () { show(b.dataset.step); });
   });
 });
 """
-
 
 def write_page(entries: Sequence[ImageEntry], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
     """The page's HTML."""
