@@ -182,7 +182,9 @@ document.querySelectorAll('.image').forEach(function (card) {
   card.querySelectorAll('.tabs button').forEach(function (b) {
     b.addEventListener('click', function () {
       card.querySelectorAll('.tabs button').forEach(function (x) { x.classList.toggle('on', x === b); });
-      card.querySelectorAll('.tab').forEach(function (t) { t.classList.toggle('on', t.id === 'tab-' + b.dataset.tab); });
+      card.querySelectorAll('.tab').forEach(function (t) {
+        t.classList.toggle('on', t.id === 'tab-' + b.dataset.tab);
+      });
     });
   });
   var first = card.querySelector('.tab'); if (first) first.classList.add('on');
