@@ -1,75 +1,48 @@
-"""Mirror of modules/shared.py: the webui's globals (`opts`, `cmd_opts`, `state`, `sd_model`, `device`, …).
+"""Test double of webui v1.10.1 `modules/shared.py`: the process-wide objects every part of the webui reaches for.
 
-As in v1.10.1, `sd_model` is a property of the module (see shared_items.Shared) backed by `sd_models.model_data`.
-`opts` is created here at import with every default of shared_options (the real webui does it in shared_init)."""
+`opts` (settings, created at import with shared_options' defaults — the webui fills it in `shared_init`),
+`cmd_opts`, `state`, `device`, `prompt_styles`, `total_tqdm`, the latent upscale modes of hires fix, and
+`sd_model`: a property of this module (its class becomes `shared_items.Shared`), so reading it goes through
+`sd_models.model_data` and may load a model, as in the webui.
+"""
+
+from __future__ import annotations
 
 import sys
 
 from modules import devices, options, shared_cmd_options, shared_items, shared_options, shared_state, styles
-from modules.options import OptionHTML, OptionInfo, options_section  # noqa: F401
+from modules.options import OptionHTML, OptionInfo, options_section  # noqa: F401  (extensions import them from here)
 from modules.shared_total_tqdm import TotalTQDM
 
-cmd_opts = shared_cmd_options.cmd_opts
 parser = shared_cmd_options.parser
-
-batch_cond_uncond = True  # old field, unused now in favor of shared.opts.batch_cond_uncond
-parallel_processing_allowed = True
-styles_filename = []
-config_filename = None
+cmd_opts = shared_cmd_options.cmd_opts
 hide_dirs = shared_options.hide_dirs
-
-demo = None
-
-device = devices.device
-weight_load_location = None
-
-xformers_available = False
-
-hypernetworks = {}
-loaded_hypernetworks = []
+restricted_opts = shared_options.restricted_opts
+options_templates = shared_options.options_templates
+opts = options.Options(options_templates, restricted_opts)
 
 state = shared_state.State()
-
+device = devices.device
 prompt_styles = styles.StyleDatabase()
-
-interrogator = None
-face_restorers = []
-
-options_templates = shared_options.options_templates
-opts = options.Options(shared_options.options_templates, shared_options.restricted_opts)
-restricted_opts = shared_options.restricted_opts
-
-sd_model = None  # replaced by the property of shared_items.Shared below
-
-settings_components = None
-tab_names = []
+total_tqdm = TotalTQDM()
+demo = None
+sd_upscalers: list = []
+hypernetworks: dict = {}
+loaded_hypernetworks: list = []
+face_restorers: list = []
 
 latent_upscale_default_mode = "Latent"
+# hires fix "upscalers" that resize the latent itself: torch interpolation mode and antialiasing
 latent_upscale_modes = {
-    "Latent": {"mode": "bilinear", "antialias": False},
-    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
-    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
-    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
-    "Latent (nearest)": {"mode": "nearest", "antialias": False},
-    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+    name: {"mode": mode, "antialias": antialias}
+    for name, mode, antialias in (
+        ("Latent", "bilinear", False),
+        ("Latent (antialiased)", "bilinear", True),
+        ("Latent (bicubic)", "bicubic", False),
+        ("Latent (bicubic antialiased)", "bicubic", True),
+        ("Latent (nearest)", "nearest", False),
+        ("Latent (nearest-exact)", "nearest-exact", False),
+    )
 }
 
-sd_upscalers = []
-
-clip_model = None
-
-progress_print_out = sys.stdout
-
-gradio_theme = None
-
-total_tqdm = TotalTQDM()
-
-mem_mon = None
-
-
-def ldm_print(*args, **kwargs):
-    pass
-
-
-del sd_model
 sys.modules[__name__].__class__ = shared_items.Shared

@@ -1,21 +1,21 @@
-"""Mirror of modules/shared_items.py: the module class that makes `shared.sd_model` a property."""
+"""Test double of webui v1.10.1 `modules/shared_items.py`, the part that matters here: `Shared`, the class that
+`modules.shared` takes on so that `shared.sd_model` is a property over `sd_models.model_data`."""
 
-import sys
+from __future__ import annotations
+
+import types
 
 
-class Shared(sys.modules["modules.shared"].__class__):
-    """`shared.sd_model` reads and writes `sd_models.model_data`, as in the webui (reading it may load a model)."""
-
-    sd_model_val = None
-
+class Shared(types.ModuleType):
     @property
     def sd_model(self):
-        import modules.sd_models
+        """The loaded model; reading it loads one when none is (`model_data.get_sd_model`)."""
+        from modules import sd_models
 
-        return modules.sd_models.model_data.get_sd_model()
+        return sd_models.model_data.get_sd_model()
 
     @sd_model.setter
     def sd_model(self, value):
-        import modules.sd_models
+        from modules import sd_models
 
-        modules.sd_models.model_data.set_sd_model(value)
+        sd_models.model_data.set_sd_model(value)
