@@ -1,4 +1,8 @@
-"""Mirror of modules/devices.py on a CPU-only, fp32 machine (as the webui runs with --use-cpu all --no-half)."""
+"""Test double of webui v1.10.1 `modules/devices.py` for a CPU-only, full-precision webui (as with
+`--use-cpu all --no-half`): every device is the CPU, every dtype float32, autocast never engages, and the NaN check
+looks at one element of the tensor, as the webui's does."""
+
+from __future__ import annotations
 
 import contextlib
 
@@ -6,23 +10,21 @@ import torch
 
 cpu = torch.device("cpu")
 device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = cpu
-dtype = torch.float32
-dtype_vae = torch.float32
-dtype_unet = torch.float32
-dtype_inference = torch.float32
-unet_needs_upcast = False
+dtype = dtype_vae = dtype_unet = dtype_inference = torch.float32
+unet_needs_upcast = False  # fp32 U-Net: no upcasting around sampling
 fp8 = False
+
+
+def get_optimal_device_name():
+    return cpu.type
 
 
 def get_optimal_device():
     return cpu
 
 
-def get_optimal_device_name():
-    return "cpu"
-
-
 def cond_cast_unet(input):
+    """Cast to the U-Net's dtype only when it needs upcasting (never here)."""
     return input.to(dtype_unet) if unet_needs_upcast else input
 
 
@@ -31,15 +33,14 @@ def cond_cast_float(input):
 
 
 def torch_gc():
-    pass
+    """Frees CUDA/MPS caches in the webui; the CPU has none."""
 
 
 def torch_npu_set_device():
-    pass
+    """Ascend NPUs only."""
 
 
 def autocast(disable=False):
-    """CUDA autocast in the real webui; fp32 on CPU never autocasts."""
     return contextlib.nullcontext()
 
 
@@ -52,10 +53,9 @@ class NansException(Exception):
 
 
 def test_for_nans(x, where):
+    """Raises NansException when the first element of `x` is NaN (unless --disable-nan-check)."""
     from modules import shared
 
-    if shared.cmd_opts.disable_nan_check:
-        return
-    if not torch.isnan(x[(0,) * len(x.shape)]):
-        return
-    raise NansException(f"A tensor with NaNs was produced in {where}.")
+    first = x.reshape(-1)[:1]
+    if not shared.cmd_opts.disable_nan_check and bool(torch.isnan(first).any()):
+        raise NansException(f"A tensor with all NaNs was produced in {where}.")
