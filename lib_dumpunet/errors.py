@@ -62,7 +62,7 @@ def caret_excerpt(text: str, position: int, length: int = 1) -> tuple[int, int, 
     line_text = text[line_start:line_end].replace("\t", " ")
     line_no = text.count("\n", 0, position) + 1
     column = position - line_start
-    length = max(1, min(length, max(1, len(line_text) - column)))
+    length = max(1, min(length, max(1, len(line_text) - column), 2 * _EXCERPT_RADIUS))  # a long culprit is cut too
 
     start = max(0, column - _EXCERPT_RADIUS)
     end = min(len(line_text), column + length + _EXCERPT_RADIUS)

@@ -128,7 +128,8 @@ def compile_expression(source: str, *, field: str) -> Expression:
     if not source.strip():
         raise SpecError(field, source, 0, "the expression is empty; write one in v, e.g. abs(v) or 0.5")
     if len(source) > MAX_LENGTH:
-        raise SpecError(field, source, MAX_LENGTH, f"the expression is longer than {MAX_LENGTH} characters")
+        reason = f"the expression is {len(source):,} characters long, longer than the {MAX_LENGTH:,} allowed"
+        raise SpecError(field, source, MAX_LENGTH, reason)
     # ast.parse refuses leading blanks ("unexpected indent"); parse without them and shift every position back.
     lead = len(source) - len(source.lstrip())
     compiler = _Compiler(field, source, lead)

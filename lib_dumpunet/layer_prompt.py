@@ -13,7 +13,9 @@ escapes such as `\\(`. A text cannot contain `:~)` or `AND` (AND splits a whole 
 outside the construct).
 
 Every construct of a prompt expands independently, and erasing removes each construct entirely (the baseline of the
-difference map). Mistakes raise `SpecError` with line, position and a caret, before anything is generated.
+difference map). Mistakes raise `SpecError` with line, position and a caret, before anything is generated. A prompt
+is read once, left to right (the time grows linearly with its length), and may be at most `MAX_PROMPT_LENGTH`
+characters long.
 """
 
 from __future__ import annotations
@@ -23,12 +25,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lib_dumpunet.errors import SpecError
-from lib_dumpunet.specs import parse_layer_span
+from lib_dumpunet.specs import MAX_SPEC_LENGTH, check_length, parse_layer_span
 
-__all__ = ["Construct", "LayerPrompt", "Pair", "block_texts", "parse_layer_prompt", "replace_blocks"]
+__all__ = [
+    "MAX_PROMPT_LENGTH",
+    "Construct",
+    "LayerPrompt",
+    "Pair",
+    "block_texts",
+    "parse_layer_prompt",
+    "replace_blocks",
+]
 
 OPEN, CLOSE = "(~:", ":~)"
 _AND = re.compile(r"\bAND\b")
+_BLANKS = re.compile(r"\s*")
+# The first ';' after an even run of backslashes (none, or escaped backslashes): the end of a pair's text. Only the
+# start of a backslash run can pass the look-behind, so the search is linear.
+_TEXT_END = re.compile(r"(?<!\\)(?:\\\\)*;")
+# The longest prompt read for (~: … :~) constructs: far beyond what CLIP's chunks can use.
+MAX_PROMPT_LENGTH = 65536
 
 
 @dataclass(frozen=True)
@@ -82,8 +98,11 @@ class LayerPrompt:
         return "".join(parts)
 
 
-def parse_layer_prompt(text: str, names: Sequence[str], *, field: str = "Prompt") -> LayerPrompt:
+def parse_layer_prompt(
+    text: str, names: Sequence[str], *, field: str = "Prompt", max_length: int | None = MAX_PROMPT_LENGTH
+) -> LayerPrompt:
     """Find and parse every `(~: … :~)` in `text`; `names` are the loaded model's block names."""
+    check_length(field, text, max_length)
     constructs = []
     pos = 0
     while (start := text.find(OPEN, pos)) >= 0:
@@ -103,8 +122,7 @@ def _pairs(text: str, start: int, end: int, names: Sequence[str], field: str) ->
     pairs = []
     i = start
     while True:
-        while i < end and text[i].isspace():
-            i += 1
+        i = _BLANKS.match(text, i, end).end()  # type: ignore[union-attr]  # `*` always matches
         if i >= end:
             break
         colon = text.find(":", i, end)
@@ -112,16 +130,14 @@ def _pairs(text: str, start: int, end: int, names: Sequence[str], field: str) ->
             raise SpecError(field, text, i, "expected 'BLOCKS: text', e.g. 'M00: a cat'", end - i)
         if text[i:colon].strip() == "_":
             blocks = None
-            j = colon + 1
-            while j < end and text[j].isspace():
-                j += 1
+            j = _BLANKS.match(text, colon + 1, end).end()  # type: ignore[union-attr]
         else:
             blocks = parse_layer_span(text, i, colon, names, field=field)
             if not blocks:
                 raise SpecError(field, text, i, "name at least one block before ':'", max(1, colon - i))
             j = colon + 1
         content, j = _content(text, j, end)
-        if (m := _AND.search(text, colon + 1, j)) is not None:
+        if text.find("AND", colon + 1, j) >= 0 and (m := _AND.search(text, colon + 1, j)) is not None:
             raise SpecError(field, text, m.start(), "AND cannot be inside (~: … :~); put it outside", 3)
         pairs.append(Pair(blocks, content, (i, colon)))
         i = j + 1  # past the ';'
@@ -133,19 +149,13 @@ def _pairs(text: str, start: int, end: int, names: Sequence[str], field: str) ->
 
 
 def _content(text: str, i: int, end: int) -> tuple[str, int]:
-    """The text of a pair from `i` up to an unescaped ';' (or `end`); returns it and the position of the ';'."""
-    out = []
-    while i < end:
-        ch = text[i]
-        if ch == "\\" and i + 1 < end and text[i + 1] in ";\\":
-            out.append(text[i + 1])
-            i += 2
-            continue
-        if ch == ";":
-            break
-        out.append(ch)
-        i += 1
-    return "".join(out), i
+    """The text of a pair from `i` up to an unescaped ';' (or `end`); returns it and the position of the ';'.
+
+    `text[i - 1]` is never a backslash (it is the pair's ':', a blank after it, or the previous pair's ';')."""
+    m = _TEXT_END.search(text, i, end) if text.find(";", i, end) >= 0 else None
+    stop = m.end() - 1 if m else end
+    # `\\` → `\` and `\;` → `;`, pairing backslashes from the left as a reader does: split at the pairs first.
+    return "\\".join(part.replace("\\;", ";") for part in text[i:stop].split("\\\\")), stop
 
 
 def block_texts(
@@ -177,6 +187,7 @@ def block_texts(
 
 def replace_blocks(text: str, blocks: str, names: Sequence[str], *, field: str = "Prompt") -> str:
     """`text` with the BLOCKS of every pair (but `_`) of every construct replaced by `blocks` (X/Y/Z sweeps)."""
+    check_length("X/Y/Z values", blocks, MAX_SPEC_LENGTH)
     parse_layer_span(blocks, 0, len(blocks), names, field="X/Y/Z values")
     spans = [p.spec for c in parse_layer_prompt(text, names, field=field).constructs for p in c.pairs if p.blocks]
     out, pos = [], 0

@@ -4,8 +4,9 @@
 frozen dataclass with the original's defaults. `FIELDS` flattens them, in declaration order, into dotted paths
 ("features.layers", "attention.colors.gain" …): the webui UI returns its components in exactly this order, the API
 accepts values in this order (or a dict keyed by these paths), and the infotext stores the non-default ones.
-Values arriving from the UI or the API are checked here (types, choices, finite numbers) with messages naming the
-control; what needs the model (block names, steps) is checked when the job is built.
+Values arriving from the UI or the API are checked here (types, choices, finite numbers, the length of every text:
+`text_limit`) with messages naming the setting; what needs the model (block names, steps) is checked when the job is
+built.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any, Literal
 
 from lib_dumpunet.colorize import ColorSettings
 from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.expr import MAX_LENGTH as MAX_EXPRESSION_LENGTH
+from lib_dumpunet.paths import MAX_FOLDER_LENGTH
+from lib_dumpunet.specs import MAX_POINTS_LENGTH, MAX_SPEC_LENGTH
 
 __all__ = [
     "ATTENTION_OUTPUTS",
@@ -32,9 +36,11 @@ __all__ = [
     "LayerPromptSettings",
     "OutputSettings",
     "changed_values",
+    "check_value",
     "from_mapping",
     "from_values",
     "get",
+    "text_limit",
 ]
 
 AverageChoice = Literal["disable", "sum", "1-norm", "2-norm"]
@@ -147,12 +153,38 @@ def _fields(cls: type, prefix: str = "") -> list[Field]:
 FIELDS: tuple[Field, ...] = tuple(_fields(JobSettings))
 _BY_PATH = {f.path: f for f in FIELDS}
 
+# The longest text each text setting takes, by the last part of its path; the parser of each applies the same limit.
+_TEXT_LIMITS = {
+    "layers": MAX_SPEC_LENGTH,
+    "steps": MAX_SPEC_LENGTH,
+    "query_points": MAX_POINTS_LENGTH,
+    "folder": MAX_FOLDER_LENGTH,
+    "save_path": MAX_FOLDER_LENGTH,
+    **dict.fromkeys("rgbhsl", MAX_EXPRESSION_LENGTH),
+}
+
+
+def text_limit(path: str) -> int:
+    """The most characters the text setting `path` may hold."""
+    limit = _TEXT_LIMITS.get(path.rpartition(".")[2])
+    if limit is None:
+        msg = f"{path!r} is not a text setting"
+        raise KeyError(msg)
+    return limit
+
+
+def check_value(path: str, value: Any) -> Any:
+    """`value` as setting `path` holds it, or a DumpUnetError naming the setting (KeyError: no such setting)."""
+    return _check(_BY_PATH[path], value)
+
 
 def _check(f: Field, value: Any) -> Any:
     """`value` as the field's type, or a DumpUnetError naming the field."""
 
     def bad(expected: str) -> DumpUnetError:
-        return DumpUnetError(f"setting {f.path!r} must be {expected}, got {value!r}")
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else f"{shown[:60]}…"
+        return DumpUnetError(f"setting {f.path!r} must be {expected}, got {shown}")
 
     choices = f.choices
     if typing.get_origin(f.type) is tuple:
@@ -181,6 +213,10 @@ def _check(f: Field, value: Any) -> Any:
             return ""
         if not isinstance(value, str):
             raise bad("text")
+        limit = text_limit(f.path)
+        if len(value) > limit:
+            msg = f"setting {f.path!r} is {len(value):,} characters long; at most {limit:,} are allowed — shorten it"
+            raise DumpUnetError(msg)
         return value
     msg = f"unsupported setting type {f.type!r}"
     raise TypeError(msg)

@@ -12,7 +12,9 @@ of `x,y` fractions of the width and height, e.g. `0.5,0.5; 0.25,0.75`.
 Block names are matched case-insensitively against the loaded model's blocks (IN00…IN11, M00, OUT00…OUT11 for
 SD1/SD2; IN00…IN08, M00, OUT00…OUT08 for SDXL); numbers may have leading zeros. Everything else — an empty or
 blank item, an unknown name, a name the model lacks, a backwards range, a zero stride, a negative or zero step —
-raises `SpecError` with a caret under the offending text. Stdlib only.
+raises `SpecError` with a caret under the offending text. Every field has a length limit (`MAX_SPEC_LENGTH`,
+`MAX_POINTS_LENGTH`; `check_length` words the refusal) and every parser here reads its text once, left to right,
+with no backtracking, so its time grows linearly with the text. Stdlib only.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from lib_dumpunet.errors import DumpUnetError, SpecError
 __all__ = [
     "ALL_STEPS",
     "LAYERS_FIELD",
+    "MAX_POINTS_LENGTH",
+    "MAX_SPEC_LENGTH",
     "STEPS_FIELD",
     "StepSelection",
+    "check_length",
     "describe_names",
     "format_steps",
     "parse_block_name",
@@ -42,11 +47,37 @@ STEPS_FIELD = "Image saving steps"
 POINTS_FIELD = "Query points"
 MAX_GRID = 16
 
+# Longest text accepted in a layer or step field (a whole U-Net with strides is ~20 characters), and in the query
+# points field (~500 points; a grid is at most 16x16 anyway).
+MAX_SPEC_LENGTH = 1000
+MAX_POINTS_LENGTH = 4000
+# Longest number in a query point, digits and dot together.
+_MAX_FRACTION = 32
+# Most items in one layer or step list (a full-length field holds at most ~500).
+MAX_ITEMS = 1000
+# How much of an offending word an error message quotes.
+_QUOTE = 20
+
 # Numbers longer than this are refused: no sampler runs a billion steps, and Python refuses to convert very long
 # digit strings anyway.
 _MAX_DIGITS = 9
 _NAME = re.compile(r"([A-Za-z]+)([0-9]+)")
 _DIGITS = re.compile(r"[0-9]+")
+# One character class, repeated, with nothing after it: these match in one pass and never backtrack.
+_SPACE_RUN = re.compile(r"\s*")
+_DIGIT_RUN = re.compile(r"[0-9]*")
+
+
+def check_length(field: str, text: str, limit: int | None) -> None:
+    """Refuse `text` longer than `limit` characters (None: no limit) with a message naming `field`."""
+    if limit is not None and len(text) > limit:
+        msg = f"{field} is {len(text):,} characters long; at most {limit:,} are allowed — shorten it"
+        raise DumpUnetError(msg)
+
+
+def _quoted(word: str) -> str:
+    """`word` for a message, cut to a readable length."""
+    return repr(word) if len(word) <= _QUOTE else repr(word[:_QUOTE]) + "…"
 
 
 @dataclass(frozen=True)
@@ -123,8 +154,7 @@ class _Cursor:
         self.field, self.text, self.pos, self.end = field, text, pos, end
 
     def skip_space(self) -> None:
-        while self.pos < self.end and self.text[self.pos].isspace():
-            self.pos += 1
+        self.pos = _SPACE_RUN.match(self.text, self.pos, self.end).end()  # type: ignore[union-attr]
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < self.end else ""
@@ -182,7 +212,7 @@ def _parse_items(
                 cur.skip_space()
             if last < first:
                 raise cur.fail(
-                    f"the range {text[first_at : cur.pos].strip()!r} runs backwards; write the lower end first",
+                    f"the range {_quoted(text[first_at : cur.pos].strip())} runs backwards; write the lower end first",
                     first_at,
                     cur.pos - first_at,
                 )
@@ -190,6 +220,8 @@ def _parse_items(
             raise cur.fail("a stride (+N) needs a range before it, e.g. A-B(+2)")
         if cur.pos != end:
             raise cur.fail(f"unexpected {text[cur.pos]!r}; expected ',', '-' or the end of the item")
+        if len(items) == MAX_ITEMS:
+            raise cur.fail(f"a list has at most {MAX_ITEMS} items; use ranges such as 1-20(+2)", first_at)
         items.append(_Item(first, last, stride))
     return items
 
@@ -243,7 +275,7 @@ def _name_atom(names: Sequence[str]) -> Callable[[_Cursor], int]:
         key = (m.group(1).upper(), int(m.group(2)) if len(m.group(2)) <= _MAX_DIGITS else -1)
         if key not in index:
             raise cur.fail(
-                f"{m.group()!r} is not a block of this model (it has {describe_names(names)})",
+                f"{_quoted(m.group())} is not a block of this model (it has {describe_names(names)})",
                 start,
                 len(m.group()),
             )
@@ -252,12 +284,15 @@ def _name_atom(names: Sequence[str]) -> Callable[[_Cursor], int]:
     return atom
 
 
-def parse_layers(text: str, names: Sequence[str], *, field: str = LAYERS_FIELD) -> tuple[str, ...]:
+def parse_layers(
+    text: str, names: Sequence[str], *, field: str = LAYERS_FIELD, max_length: int | None = MAX_SPEC_LENGTH
+) -> tuple[str, ...]:
     """Parse a layer spec into block names of `names` (the model's blocks in U-Net order), in U-Net order, unique.
 
     >>> parse_layers("OUT00, IN11-M00", ["IN11", "M00", "OUT00"])
     ('IN11', 'M00', 'OUT00')
     """
+    check_length(field, text, max_length)
     blocks = parse_layer_span(text, 0, len(text), names, field=field) if text.strip() else ()
     if not blocks:
         raise DumpUnetError(f"{field} is empty: name at least one block, e.g. {names[0]} or {names[0]}-{names[-1]}")
@@ -289,12 +324,13 @@ def _step_atom(cur: _Cursor) -> int:
     return step
 
 
-def parse_steps(text: str, *, field: str = STEPS_FIELD) -> StepSelection:
+def parse_steps(text: str, *, field: str = STEPS_FIELD, max_length: int | None = MAX_SPEC_LENGTH) -> StepSelection:
     """Parse a step spec; an empty (or blank) field selects every step.
 
     >>> parse_steps("1,5-20(+5)").resolve(20)
     (1, 5, 10, 15, 20)
     """
+    check_length(field, text, max_length)
     if not text.strip():
         return ALL_STEPS
     items = _parse_items(field, text, _step_atom, allow_plus=True)
@@ -303,27 +339,62 @@ def parse_steps(text: str, *, field: str = STEPS_FIELD) -> StepSelection:
 
 # --- self-attention query points -------------------------------------------------------------------------------------
 
-_GRID = re.compile(r"\s*([0-9]{1,3})\s*(?:[x×*]\s*([0-9]{1,3})\s*)?$", re.IGNORECASE)
-_FRACTION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*")
+_GRID_SIGNS = frozenset("xX×*")
 
 
-def parse_points(text: str, *, field: str = POINTS_FIELD) -> tuple[tuple[float, float], ...]:
+def _skip_space(text: str, pos: int) -> int:
+    return _SPACE_RUN.match(text, pos).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+def _skip_digits(text: str, pos: int) -> int:
+    return _DIGIT_RUN.match(text, pos).end()  # type: ignore[union-attr]
+
+
+def _grid(text: str) -> tuple[tuple[int, int], tuple[int, int] | None] | None:
+    """Spans of N and M in 'N' or 'NxM' (1–3 digits each, blanks around), or None if `text` is not a grid."""
+    first = _skip_space(text, 0)
+    first_end = _skip_digits(text, first)
+    if not 1 <= first_end - first <= 3:
+        return None
+    pos = _skip_space(text, first_end)
+    if pos == len(text):
+        return (first, first_end), None
+    if text[pos] not in _GRID_SIGNS:
+        return None
+    second = _skip_space(text, pos + 1)
+    second_end = _skip_digits(text, second)
+    if not 1 <= second_end - second <= 3 or _skip_space(text, second_end) != len(text):
+        return None
+    return (first, first_end), (second, second_end)
+
+
+def _fraction(word: str) -> bool:
+    """True for digits with at most one dot and a digit after it: 1, 0.5, .25 (not 5. or 1e-3)."""
+    if not 0 < len(word) <= _MAX_FRACTION:
+        return False
+    head, dot, tail = word.partition(".")
+    digits = head + tail
+    return not (dot and not tail) and digits.isascii() and digits.isdigit()
+
+
+def parse_points(
+    text: str, *, field: str = POINTS_FIELD, max_length: int | None = MAX_POINTS_LENGTH
+) -> tuple[tuple[float, float], ...]:
     """Query points as (x, y) fractions: 'NxM' is a grid of cell centres, 'x,y; x,y' a list.
 
     >>> parse_points("2x1")
     ((0.25, 0.5), (0.75, 0.5))
     """
+    check_length(field, text, max_length)
     if not text.strip():
         raise DumpUnetError(f"{field} is empty: give a grid such as 4x4 or points such as 0.5,0.5; 0.25,0.75")
-    grid = _GRID.match(text)
-    if grid:
-        nx = int(grid.group(1))
-        ny = int(grid.group(2) or nx)
-        for group, n in ((1, nx), (2, ny)):
+    grid = _grid(text)
+    if grid is not None:
+        spans = (grid[0], grid[1] or grid[0])
+        nx, ny = (int(text[a:b]) for a, b in spans)
+        for (a, b), n in zip(spans, (nx, ny), strict=True):
             if not 1 <= n <= MAX_GRID:
-                at = grid.start(group) if grid.group(group) else grid.start(1)
-                msg = f"a grid must be between 1x1 and {MAX_GRID}x{MAX_GRID}"
-                raise SpecError(field, text, at, msg, len(grid.group(group) or grid.group(1)))
+                raise SpecError(field, text, a, f"a grid must be between 1x1 and {MAX_GRID}x{MAX_GRID}", b - a)
         return tuple(((i + 0.5) / nx, (j + 0.5) / ny) for j in range(ny) for i in range(nx))
     points = []
     pos = 0
@@ -333,21 +404,32 @@ def parse_points(text: str, *, field: str = POINTS_FIELD) -> tuple[tuple[float, 
             if start + len(piece) >= len(text):
                 continue  # a trailing ';'
             raise SpecError(field, text, start, "a point between ';' is blank")
-        coords, offset = [], start
-        for part in piece.split(","):
-            m = _FRACTION.fullmatch(part)
-            if m is None:
-                raise SpecError(
-                    field, text, offset, "expected a fraction between 0 and 1, like 0.25", max(1, len(part))
-                )
-            value = float(m.group(1))
-            if value > 1:
-                raise SpecError(field, text, offset + m.start(1), "fractions go from 0 to 1", len(m.group(1)))
-            coords.append(value)
-            offset += len(part) + 1
-        if len(coords) != 2:
-            raise SpecError(field, text, start, "a point is 'x,y' (two fractions)", max(1, len(piece)))
-        points.append((coords[0], coords[1]))
+        if len(points) == MAX_GRID * MAX_GRID:
+            msg = f"at most {MAX_GRID * MAX_GRID} points (as many as a {MAX_GRID}x{MAX_GRID} grid)"
+            raise SpecError(field, text, start, msg, len(piece))
+        points.append(_point(field, text, piece, start))
     if not points:
         raise DumpUnetError(f"{field} is empty: give a grid such as 4x4 or points such as 0.5,0.5")
     return tuple(points)
+
+
+def _point(field: str, text: str, piece: str, start: int) -> tuple[float, float]:
+    """One 'x,y' point: `piece` is found at `start` of `text`."""
+    coords, offset = [], start
+    for part in piece.split(","):
+        word = part.strip()
+        if not _fraction(word):
+            reason = f"a fraction has at most {_MAX_FRACTION} characters" if len(word) > _MAX_FRACTION else ""
+            reason = reason or "expected a fraction between 0 and 1, like 0.25"
+            raise SpecError(field, text, offset, reason, max(1, len(part)))
+        value = float(word)
+        if value > 1:
+            at = offset + part.index(word)
+            raise SpecError(field, text, at, "fractions go from 0 to 1", len(word))
+        coords.append(value)
+        offset += len(part) + 1
+        if len(coords) > 2:
+            break
+    if len(coords) != 2:
+        raise SpecError(field, text, start, "a point is 'x,y' (two fractions)", max(1, len(piece)))
+    return coords[0], coords[1]

@@ -45,3 +45,11 @@ def test_positions_outside_the_text_are_clamped(position):
 def test_tabs_do_not_misalign_the_caret():
     _, _, excerpt, caret = caret_excerpt("\tIN12", 1, 4)
     assert excerpt[caret.index("^")] == "I"
+
+
+def test_a_long_culprit_is_cut_to_the_window():
+    text = "IN" + "0" * 5000 + "x"
+    err = SpecError("Layers", text, 0, "too long", length=len(text))
+    *_, excerpt, caret = str(err).splitlines()
+    assert len(excerpt) < 100
+    assert len(caret) <= len(excerpt)

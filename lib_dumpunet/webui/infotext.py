@@ -11,46 +11,97 @@ object per setting, shared by the txt2img and img2img sections, so `PASTE_NAMES`
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from lib_dumpunet.settings import FIELDS, JobSettings, changed_values
+from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.settings import FIELDS, JobSettings, changed_values, check_value
 
-__all__ = ["INFOTEXT_KEY", "PASTE_NAMES", "encode", "paste_fields", "restored"]
+__all__ = ["INFOTEXT_KEY", "MAX_INFOTEXT_LENGTH", "PASTE_NAMES", "encode", "paste_fields", "restored"]
+
+log = logging.getLogger(__name__)
 
 INFOTEXT_KEY = "Dump U-Net"
+# The longest entry read back: more than every text setting at its longest.
+MAX_INFOTEXT_LENGTH = 65536
 
 
 def encode(settings: JobSettings) -> str:
     return json.dumps(changed_values(settings), separators=(",", ":"), ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """What a pasted entry holds: the settings that can be read, and the paths named with a value that cannot."""
+
+    values: dict[str, Any]
+    unreadable: frozenset[str]
+
+
 def restored(params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The settings recorded in parsed infotext `params`, by path; None if the image has none."""
+    """The settings recorded in parsed infotext `params` that can be read, by path; None if the image has no
+    readable entry. Never raises: what cannot be read is logged and left out, so pasting leaves it alone."""
+    entry = _entry(params)
+    return None if entry is None else dict(entry.values)
+
+
+def _entry(params: Mapping[str, Any]) -> _Entry | None:
     raw = params.get(INFOTEXT_KEY)
     if raw is None:
         return None
+    if isinstance(raw, str):
+        return _read_text(raw)
+    return _read(raw) if isinstance(raw, Mapping) else _unreadable_entry()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_text(raw: str) -> _Entry | None:
+    """One paste calls every setting's function with the same text: it is read once."""
+    if len(raw) > MAX_INFOTEXT_LENGTH:
+        return _unreadable_entry()
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _unreadable_entry()
+    return _read(data) if isinstance(data, dict) else _unreadable_entry()
+
+
+def _unreadable_entry() -> _Entry | None:
+    """Nothing can be read: log it, and answer None so that no input changes."""
+    log.warning("the pasted '%s' entry cannot be read; no setting was changed", INFOTEXT_KEY)
+    return None
+
+
+def _read(data: Mapping[Any, Any]) -> _Entry:
+    values, unreadable = {}, set()
+    for path, value in data.items():
+        try:
+            values[path] = check_value(path, value)
+        except (KeyError, TypeError, DumpUnetError) as err:
+            log.warning("pasted setting %.60r of '%s' left as it is: %s", path, INFOTEXT_KEY, err)
+            unreadable.add(path)
+    return _Entry(values, frozenset(unreadable))
 
 
 def _setting_getter(path: str, default: Any) -> Callable[[Mapping], Any]:
     def get(params: Mapping) -> Any:
-        data = restored(params)
-        if data is None:
+        entry = _entry(params)
+        if entry is None or path in entry.unreadable:
             return None  # leave the input as it is
-        v = data.get(path, default)
+        v = entry.values.get(path, default)
         return list(v) if isinstance(v, tuple) else v
 
     return get
 
 
-def _switch(params: Mapping) -> bool:
-    return restored(params) is not None
+def _switch(params: Mapping) -> bool | None:
+    if params.get(INFOTEXT_KEY) is None:
+        return False  # an image made without Dump U-Net switches the section off
+    return True if _entry(params) is not None else None
 
 
 # the paste function of the section's switch, then of every setting in FIELDS order; each is also its paste name
