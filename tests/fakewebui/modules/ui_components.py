@@ -1,78 +1,64 @@
-"""Mirror of modules/ui_components.py: form-friendly gradio 3.41.2 blocks and `InputAccordion` (a hidden checkbox
-whose value is the open/enabled state, with an accordion that follows it)."""
+"""Test double of webui v1.10.1 `modules/ui_components.py`: the gradio 3.41 blocks extensions build UIs from.
+
+`InputAccordion` is the usual on/off switch of an always-visible script: an invisible `gr.Checkbox` (its value, the
+enabled flag, is what the script receives) with a `gr.Accordion` beside it, open when the value is True; the
+checkbox's elem_id is the accordion's plus "-checkbox". The `Form*` blocks and `ToolButton` are gradio blocks that may
+sit inside a form; `DropdownMulti` and `DropdownEditable` are dropdowns with multiselect / free text switched on. The
+webui's JavaScript that keeps accordion and checkbox in step is not part of the double.
+"""
+
+from __future__ import annotations
+
+import itertools
 
 import gradio as gr
 
 
 class FormComponent:
+    """Mixin: the block may be placed inside a gradio Form."""
+
     def get_expected_parent(self):
         return gr.components.Form
 
 
-gr.Dropdown.get_expected_parent = FormComponent.get_expected_parent
+gr.Dropdown.get_expected_parent = FormComponent.get_expected_parent  # as the webui does at import
+
+
+def _form_block(name: str, base: type, block_name: str) -> type:
+    """A subclass of a gradio block that may sit inside a form, named as the webui names it."""
+    attrs = {"get_block_name": lambda self: block_name, "__doc__": f"A {base.__name__} that may sit inside a form."}
+    made = type(name, (FormComponent, base), attrs)
+    made.__qualname__ = name
+    return made
+
+
+FormRow = _form_block("FormRow", gr.Row, "row")
+FormColumn = _form_block("FormColumn", gr.Column, "column")
+FormGroup = _form_block("FormGroup", gr.Group, "group")
+FormHTML = _form_block("FormHTML", gr.HTML, "html")
+FormColorPicker = _form_block("FormColorPicker", gr.ColorPicker, "colorpicker")
 
 
 class ToolButton(FormComponent, gr.Button):
-    """Small button with single emoji as text, fits inside gradio forms"""
+    """A small (usually one-symbol) button."""
 
     def __init__(self, *args, **kwargs):
-        classes = kwargs.pop("elem_classes", [])
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
+        super().__init__(*args, elem_classes=["tool", *kwargs.pop("elem_classes", [])], **kwargs)
 
     def get_block_name(self):
         return "button"
 
 
 class ResizeHandleRow(gr.Row):
-    """Same as gr.Row but fits inside gradio forms"""
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-
         self.elem_classes.append("resize-handle-row")
 
     def get_block_name(self):
         return "row"
 
 
-class FormRow(FormComponent, gr.Row):
-    """Same as gr.Row but fits inside gradio forms"""
-
-    def get_block_name(self):
-        return "row"
-
-
-class FormColumn(FormComponent, gr.Column):
-    """Same as gr.Column but fits inside gradio forms"""
-
-    def get_block_name(self):
-        return "column"
-
-
-class FormGroup(FormComponent, gr.Group):
-    """Same as gr.Group but fits inside gradio forms"""
-
-    def get_block_name(self):
-        return "group"
-
-
-class FormHTML(FormComponent, gr.HTML):
-    """Same as gr.HTML but fits inside gradio forms"""
-
-    def get_block_name(self):
-        return "html"
-
-
-class FormColorPicker(FormComponent, gr.ColorPicker):
-    """Same as gr.ColorPicker but fits inside gradio forms"""
-
-    def get_block_name(self):
-        return "colorpicker"
-
-
 class DropdownMulti(FormComponent, gr.Dropdown):
-    """Same as gr.Dropdown but always multiselect"""
-
     def __init__(self, **kwargs):
         super().__init__(multiselect=True, **kwargs)
 
@@ -81,8 +67,6 @@ class DropdownMulti(FormComponent, gr.Dropdown):
 
 
 class DropdownEditable(FormComponent, gr.Dropdown):
-    """Same as gr.Dropdown but allows editing value"""
-
     def __init__(self, **kwargs):
         super().__init__(allow_custom_value=True, **kwargs)
 
@@ -90,52 +74,36 @@ class DropdownEditable(FormComponent, gr.Dropdown):
         return "dropdown"
 
 
+_unnamed_accordions = itertools.count()
+
+
 class InputAccordion(gr.Checkbox):
-    """A gr.Accordion that can be used as an input - returns True if open, False if closed.
-
-    Actually just a hidden checkbox, but creates an accordion that follows and is followed by the state of the
-    checkbox."""
-
-    global_index = 0
+    """An accordion usable as an input: `with InputAccordion(False, label=…) as enabled:` puts the content inside the
+    accordion, and the component's value is whether it is on."""
 
     def __init__(self, value, **kwargs):
-        self.accordion_id = kwargs.get("elem_id")
-        if self.accordion_id is None:
-            self.accordion_id = f"input-accordion-{InputAccordion.global_index}"
-            InputAccordion.global_index += 1
-
-        kwargs_checkbox = {
-            **kwargs,
-            "elem_id": f"{self.accordion_id}-checkbox",
-            "visible": False,
-        }
-        super().__init__(value, **kwargs_checkbox)
-
-        self.change(
-            fn=None,
-            _js='function(checked){ inputAccordionChecked("' + self.accordion_id + '", checked); }',
-            inputs=[self],
+        self.accordion_id = kwargs.get("elem_id") or f"input-accordion-{next(_unnamed_accordions)}"
+        super().__init__(value, **{**kwargs, "elem_id": f"{self.accordion_id}-checkbox", "visible": False})
+        self.accordion = gr.Accordion(
+            **{
+                **kwargs,
+                "label": kwargs.get("label", "Accordion"),
+                "elem_id": self.accordion_id,
+                "elem_classes": ["input-accordion"],
+                "open": value,
+            }
         )
 
-        kwargs_accordion = {
-            **kwargs,
-            "elem_id": self.accordion_id,
-            "label": kwargs.get("label", "Accordion"),
-            "elem_classes": ["input-accordion"],
-            "open": value,
-        }
-        self.accordion = gr.Accordion(**kwargs_accordion)
-
     def extra(self):
-        """Allows you to put something into the label of the accordion (use as a context manager)."""
-        return gr.Column(elem_id=self.accordion_id + "-extra", elem_classes="input-accordion-extra", min_width=0)
+        """A column in the accordion's header line, for extra controls."""
+        return gr.Column(elem_id=f"{self.accordion_id}-extra", elem_classes="input-accordion-extra", min_width=0)
 
     def __enter__(self):
         self.accordion.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.accordion.__exit__(exc_type, exc_val, exc_tb)
+    def __exit__(self, *exc_info):
+        self.accordion.__exit__(*exc_info)
 
     def get_block_name(self):
         return "checkbox"
