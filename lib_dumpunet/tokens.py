@@ -350,7 +350,9 @@ class TokenRow:
 
     @property
     def label(self) -> str:
-        """Short label for a map column: the token, "BOS", "EOS" or "pad"."""
+        """Short label for a map column: the token, "<embedding>", "BOS", "EOS" or "pad"."""
+        if self.kind == "embedding":
+            return f"<{self.embedding}>"
         return {"start": "BOS", "end": "EOS", "pad": "pad"}.get(self.kind, self.text)
 
     def cells(self) -> list:

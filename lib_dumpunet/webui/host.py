@@ -17,6 +17,7 @@ import torch
 from modules import devices, prompt_parser, sd_models, sd_samplers, shared
 
 from lib_dumpunet.block_prompts import Schedule, ScheduledCond
+from lib_dumpunet.webui.tokens import token_labels
 
 __all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "loaded_model", "unet_of"]
 
@@ -81,60 +82,12 @@ class WebuiHost:
         return [flat[i] for i, _weight in indexes[0]]
 
     def token_labels(self, text: str) -> list[str]:
-        encoder = _text_encoder(self.model)
-        if encoder is None or not hasattr(encoder, "tokenize_line"):
-            return []
-        chunks, _ = encoder.tokenize_line(text)
-        labels: list[str] = []
-        for chunk in chunks:
-            labels += _chunk_labels(encoder, chunk)
-        return labels
+        return token_labels(text, self.model)  # the token inspector's table: one code for both
 
     @property
     def empty_chunk(self) -> torch.Tensor | None:
         empty = getattr(self.model, "cond_stage_model_empty_prompt", None)
         return None if empty is None else _crossattn(empty)[0]
-
-
-def _text_encoder(model: Any) -> Any:
-    """The (first) hijacked CLIP text encoder: cond_stage_model for SD1/SD2, the CLIP-L embedder for SDXL."""
-    conditioner = getattr(model, "conditioner", None)
-    if conditioner is not None and getattr(conditioner, "embedders", None):
-        return conditioner.embedders[0]
-    return getattr(model, "cond_stage_model", None)
-
-
-def _chunk_labels(encoder: Any, chunk: Any) -> list[str]:
-    """BOS, the tokens (embedding names for textual-inversion vectors), EOS, then 'pad', for one 77-token chunk."""
-    ids = list(chunk.tokens)
-    labels = [_decode(encoder, i) for i in ids]
-    for fix in getattr(chunk, "fixes", []):
-        name = getattr(fix.embedding, "name", "embedding")
-        for pos in range(fix.offset + 1, min(len(labels), fix.offset + 1 + int(fix.embedding.vectors))):
-            labels[pos] = f"<{name}>"
-    end = getattr(encoder, "id_end", None)
-    seen_end = False
-    for pos, token in enumerate(ids):
-        if pos == 0 and token == getattr(encoder, "id_start", None):
-            labels[pos] = "BOS"
-        elif pos > 0 and token == end:
-            labels[pos] = "pad" if seen_end else "EOS"
-            seen_end = True
-    return labels
-
-
-def _decode(encoder: Any, token: int) -> str:
-    tokenizer = getattr(getattr(encoder, "wrapped", None), "tokenizer", None)
-    try:
-        if tokenizer is not None:
-            text = tokenizer.convert_ids_to_tokens([token])[0]
-        else:  # OpenCLIP (SD2, SDXL's second encoder) keeps its tokenizer module-wide
-            from open_clip.tokenizer import _tokenizer
-
-            text = _tokenizer.decoder[token]
-    except (ImportError, KeyError, IndexError, AttributeError):
-        return str(token)
-    return text.replace("</w>", "")
 
 
 @dataclass(frozen=True)

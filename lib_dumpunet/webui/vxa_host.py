@@ -4,10 +4,8 @@
 the VAE posterior of an image (ldm's `encode_first_stage` returns the distribution itself; sgm's samples it, so for
 SDXL the posterior's moments are read from the VAE's encoder and `quant_conv`, its own two layers), the prompt's
 conditioning from the model's hijacked encoder (`get_learned_conditioning`, so emphasis, embeddings and BREAK are
-the webui's), one U-Net call through `apply_model`, and the token table from the same encoder's `tokenize_line`.
-
-`token_table(prompt)` is the inspector's table for any tab, and `token_labels(prompt)` the Q*K maps' column labels:
-both come from `lib_dumpunet.tokens.TokenTable`.
+the webui's), one U-Net call through `apply_model`, and the token table from the same encoder's `tokenize_line`
+(`lib_dumpunet.webui.tokens`).
 """
 
 from __future__ import annotations
@@ -19,52 +17,16 @@ import torch
 from modules import devices, prompt_parser
 
 from lib_dumpunet.errors import DumpUnetError
-from lib_dumpunet.tokens import BpeVocabulary, TokenTable
+from lib_dumpunet.tokens import TokenTable
 from lib_dumpunet.vxa import Posterior
-from lib_dumpunet.webui.host import loaded_model, unet_of
+from lib_dumpunet.webui.host import unet_of
+from lib_dumpunet.webui.tokens import token_table
 
-__all__ = ["WebuiVxaHost", "text_encoder", "token_labels", "token_table"]
+__all__ = ["WebuiVxaHost"]
 
 log = logging.getLogger(__name__)
 
 _LOGVAR_RANGE = (-30.0, 20.0)  # how the VAE's Gaussian clamps its log-variance
-
-
-def text_encoder(model: Any) -> Any:
-    """The (first) hijacked CLIP text encoder: cond_stage_model for SD1/SD2, the CLIP-L embedder for SDXL."""
-    conditioner = getattr(model, "conditioner", None)
-    if conditioner is not None and getattr(conditioner, "embedders", None):
-        return conditioner.embedders[0]
-    return getattr(model, "cond_stage_model", None)
-
-
-def _vocabulary(encoder: Any) -> BpeVocabulary:
-    tokenizer = getattr(getattr(encoder, "wrapped", None), "tokenizer", None)
-    if tokenizer is None:  # OpenCLIP (SD2) keeps its tokenizer module-wide
-        from open_clip import tokenizer as open_clip_tokenizer
-
-        tokenizer = open_clip_tokenizer._tokenizer
-    vocab = BpeVocabulary.of(tokenizer)
-    return BpeVocabulary(vocab.piece_of, int(encoder.id_start), int(encoder.id_end))
-
-
-def token_table(prompt: str, model: Any = None) -> TokenTable:
-    """The token table of `prompt` as the loaded model's encoder builds it."""
-    model = loaded_model() if model is None else model
-    encoder = text_encoder(model) if model is not None else None
-    if encoder is None or not hasattr(encoder, "tokenize_line"):
-        msg = "no Stable Diffusion model with a CLIP text encoder is loaded; load a checkpoint first"
-        raise DumpUnetError(msg)
-    chunks, _count = encoder.tokenize_line(prompt)
-    return TokenTable.from_chunks(chunks, _vocabulary(encoder))
-
-
-def token_labels(prompt: str, model: Any = None) -> list[str]:
-    """A label per context column of `prompt` (BOS, tokens, embedding vectors, EOS, pad), or [] without a model."""
-    try:
-        return token_table(prompt, model).labels()
-    except DumpUnetError:
-        return []
 
 
 class WebuiVxaHost:

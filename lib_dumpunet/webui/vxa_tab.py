@@ -51,7 +51,8 @@ from lib_dumpunet.vxa import (
     visualize,
 )
 from lib_dumpunet.webui.host import loaded_model, unet_of
-from lib_dumpunet.webui.vxa_host import WebuiVxaHost, token_table
+from lib_dumpunet.webui.tokens import token_table
+from lib_dumpunet.webui.vxa_host import WebuiVxaHost
 
 __all__ = ["API_ROUTE", "TAB_ID", "TAB_TITLE", "VxaRun", "add_api", "layers_now", "on_ui_tabs", "register", "run"]
 
@@ -177,7 +178,7 @@ def _on_click(image, prompt, tokens, t, layer, output, noise, seed, latent, head
 
 def _table_or_empty(prompt: str) -> list[list]:
     try:
-        return token_table(prompt or "").table()
+        return token_table(prompt or "", loaded_model()).table()
     except DumpUnetError:
         return []
 
@@ -185,7 +186,7 @@ def _table_or_empty(prompt: str) -> list[list]:
 def inspect_tokens(prompt: str) -> tuple[list[list], str]:
     """The token inspector's table for `prompt`, and a message if it cannot be built."""
     try:
-        return token_table(prompt or "").table(), ""
+        return token_table(prompt or "", loaded_model()).table(), ""
     except DumpUnetError as err:
         return [], _message(str(err), error=True)
 
@@ -369,7 +370,7 @@ def add_api(_demo: Any, app: Any) -> None:
 
     def tokens(body: dict = Body(...)):  # noqa: B008
         try:
-            table = token_table(str(body.get("prompt", "")))
+            table = token_table(str(body.get("prompt", "")), loaded_model())
         except DumpUnetError as err:
             return JSONResponse(status_code=422, content={"detail": str(err)})
         return {"headers": list(TABLE_HEADERS), "rows": table.table(), "labels": table.labels()}
