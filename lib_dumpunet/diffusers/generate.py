@@ -24,7 +24,7 @@ from lib_dumpunet.diffusers.text import Encoded, split_and
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.job import Job
 
-__all__ = ["Generation", "Progress", "latent_shape", "sample"]
+__all__ = ["Generation", "Progress", "decode", "denoise", "latent_shape", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ def _added_cond(model: Model, gen: Generation, rows: list[Encoded]) -> dict | No
     return {"text_embeds": pooled, "time_ids": ids.to(model.device)}
 
 
-@torch.no_grad()
 def sample(
     model: Model,
     gen: Generation,
@@ -98,6 +97,21 @@ def sample(
     progress: Progress | None = None,
 ) -> list[Image.Image]:
     """Generate one batch of images. `prompts` are what the model encodes (per-block constructs already erased)."""
+    return decode(model, denoise(model, gen, prompts, negatives, seeds, job=job, progress=progress))
+
+
+@torch.no_grad()
+def denoise(
+    model: Model,
+    gen: Generation,
+    prompts: Sequence[str],
+    negatives: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    job: Job | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """The final latents of one batch (what `sample` decodes)."""
     text = model.text
     subs = [split_and(p) for p in prompts]
     counts = [len(s) for s in subs]
@@ -130,7 +144,7 @@ def sample(
         latents = scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
         if progress is not None:
             progress(1)
-    return decode(model, latents)
+    return latents
 
 
 @torch.no_grad()
