@@ -19,7 +19,7 @@ from lib_dumpunet.estimate import EstimateSettings, estimate, from_values, read_
 from lib_dumpunet.estimate.clip_text import ClipPromptEncoder
 from lib_dumpunet.estimate.denoise import ScheduleDenoiser, karras_sigmas, sampler_step
 from lib_dumpunet.estimate.emphasis import parse_emphasis
-from lib_dumpunet.estimate.estimator import row_metrics
+from lib_dumpunet.estimate.estimator import initial_vectors, row_metrics
 from lib_dumpunet.estimate.files import SUBFOLDER, check_name
 from lib_dumpunet.estimate.run import run_estimate
 
@@ -196,7 +196,7 @@ def unet_settings(**kw):
 
 
 def test_unet_mode_lowers_matching_loss_tenfold():
-    result = estimate(unet_settings(), em.sd1_encoder(), denoiser=em.sd1_denoiser(), latent_shape=(1, 4, 8, 8))
+    result = estimate(unet_settings(steps=1, iterations=25), em.sd1_encoder(), denoiser=em.sd1_denoiser(), latent_shape=(1, 4, 8, 8))
     assert math.isfinite(result.final.loss)
     assert result.final.loss <= result.start.loss / 10
 
@@ -213,6 +213,21 @@ def test_unet_mode_negative_target_trains_the_uncond_branch():
         latent_shape=(1, 4, 8, 8),
     )
     assert prompts.start.loss > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("encoder", "denoiser"),
+    [(em.sd2_encoder, em.sd2_denoiser), (em.sdxl_encoder, em.sdxl_denoiser)],
+    ids=["sd2", "sdxl"],
+)
+def test_unet_mode_sd2_and_sdxl_learn_every_part(encoder, denoiser):
+    settings = unet_settings(steps=1, iterations=1, learning_rate=0.01, tokens=2)
+    result = estimate(settings, encoder(), denoiser=denoiser(), latent_shape=(1, 4, 8, 8))
+    start = initial_vectors(settings, encoder())
+    assert set(result.vectors) == set(encoder().parts)
+    for part, vectors in result.vectors.items():
+        assert not torch.equal(vectors, start[part]), part
+    assert result.final.loss < result.start.loss
 
 
 def test_schedule_denoiser_sigmas_and_predictions():
