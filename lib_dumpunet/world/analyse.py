@@ -1,0 +1,149 @@
+"""Reads an image of the shapes world back: background, and every shape's colour, shape, size and mask.
+
+Each pixel takes the nearest palette colour (world images are flat, so this is exact on them and tolerant of the
+soft edges a generator draws); the background is the colour most of the border has; every other colour region
+is split into 4-connected components, and components smaller than `min_area` of the image are dropped as edge
+debris. A component's shape comes from two numbers: how much of its bounding box it fills (square ≈ 1, circle
+≈ π/4) and how wide its top third is against its bottom third (an upward triangle is narrow at the top).
+`score` matches the shapes found to the ones a scene asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib_dumpunet.world.scene import BACKGROUNDS, COLOURS, Scene
+
+__all__ = ["Analysis", "FoundShape", "Score", "analyse", "score"]
+
+_PALETTE_NAMES: tuple[str, ...] = (*COLOURS, *BACKGROUNDS)
+_PALETTE = np.array([*COLOURS.values(), *BACKGROUNDS.values()], dtype=np.float32)
+_SHAPE_COLOURS = len(COLOURS)
+
+# Decision thresholds, between the exact values of the three shapes.
+_TRIANGLE_TAPER = 0.6  # top-third width / bottom-third width: triangle ≈ 0.2, circle and square ≈ 1
+_SQUARE_FILL = 0.89  # area / bounding box: square 1.0, circle ≈ 0.785
+_LARGE_EXTENT = 0.38  # between the small (≤ 0.34) and large (≥ 0.42) extents of the world
+
+
+@dataclass(frozen=True)
+class FoundShape:
+    """A shape found in an image: words, bounding box (top, left, bottom, right; exclusive) and mask."""
+
+    colour: str
+    shape: str
+    size: str
+    area: int
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Analysis:
+    background: str
+    shapes: tuple[FoundShape, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    """How one image meets its scene: objects asked, of which found in the right colour, and also in the right
+    shape (colour and shape on the same object); whether the count and the background are right."""
+
+    asked: int
+    colour_hits: int
+    shape_hits: int
+    count_ok: bool
+    background_ok: bool
+
+
+def _classes(image: np.ndarray) -> np.ndarray:
+    pixels = image[..., :3].astype(np.float32)
+    distances = ((pixels[..., None, :] - _PALETTE) ** 2).sum(axis=-1)
+    return distances.argmin(axis=-1)
+
+
+def _background(classes: np.ndarray) -> int:
+    border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
+    counts = np.bincount(border, minlength=len(_PALETTE_NAMES))
+    return int(counts.argmax())
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Labels of the 4-connected components of `mask` (-1 outside it), by propagating the smallest index."""
+    h, w = mask.shape
+    outside = h * w
+    labels = np.where(mask, np.arange(h * w).reshape(h, w), outside)
+    while True:
+        padded = np.pad(labels, 1, constant_values=outside)
+        neighbours = np.minimum.reduce(
+            [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:], labels]
+        )
+        updated = np.where(mask, neighbours, outside)
+        if np.array_equal(updated, labels):
+            return np.where(mask, labels, -1)
+        labels = updated
+
+
+def _shape_of(mask: np.ndarray, box: tuple[int, int, int, int]) -> str:
+    top, left, bottom, right = box
+    crop = mask[top:bottom, left:right]
+    height = bottom - top
+    third = max(1, height // 3)
+    upper = crop[:third].sum(axis=1).mean()
+    lower = crop[-third:].sum(axis=1).mean()
+    if upper < _TRIANGLE_TAPER * lower:
+        return "triangle"
+    return "square" if crop.mean() >= _SQUARE_FILL else "circle"
+
+
+def analyse(image: np.ndarray, min_area: float = 0.015) -> Analysis:
+    """Background and shapes of an RGB(A) uint8 image (h, w, 3|4), largest shapes first."""
+    classes = _classes(image)
+    background = _background(classes)
+    side_area = classes.size
+    found: list[FoundShape] = []
+    for colour in range(_SHAPE_COLOURS):
+        if colour == background:
+            continue
+        labels = _components(classes == colour)
+        ids, areas = np.unique(labels[labels >= 0], return_counts=True)
+        for label, area in zip(ids.tolist(), areas.tolist(), strict=True):
+            if area < min_area * side_area:
+                continue
+            mask = labels == label
+            rows, cols = np.nonzero(mask)
+            box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+            extent = max(box[2] - box[0], box[3] - box[1]) / max(classes.shape)
+            size = "large" if extent >= _LARGE_EXTENT else "small"
+            found.append(FoundShape(_PALETTE_NAMES[colour], _shape_of(mask, box), size, int(area), box, mask))
+    found.sort(key=lambda s: -s.area)
+    return Analysis(_PALETTE_NAMES[background], tuple(found))
+
+
+def score(scene: Scene, analysis: Analysis) -> Score:
+    """Matches asked objects to found shapes one to one: same colour and shape first, then same colour."""
+    unused = list(analysis.shapes)
+    colour_hits = shape_hits = 0
+    pending = []
+    for obj in scene.objects:
+        exact = next((s for s in unused if s.colour == obj.colour and s.shape == obj.shape), None)
+        if exact is None:
+            pending.append(obj)
+            continue
+        unused.remove(exact)
+        colour_hits += 1
+        shape_hits += 1
+    for obj in pending:
+        same_colour = next((s for s in unused if s.colour == obj.colour), None)
+        if same_colour is not None:
+            unused.remove(same_colour)
+            colour_hits += 1
+    return Score(
+        asked=len(scene.objects),
+        colour_hits=colour_hits,
+        shape_hits=shape_hits,
+        count_ok=len(analysis.shapes) == len(scene.objects),
+        background_ok=analysis.background == scene.background,
+    )
