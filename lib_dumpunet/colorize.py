@@ -15,11 +15,20 @@ v is clipped into [-1, 1] before it is coloured, and a colour depends on v alone
 table: Custom expressions are evaluated once on `LUT_SAMPLES` evenly spaced v (nearest sample is used), White/Black
 and Red/Blue are tabulated exactly by their 8-bit level. NaN values become black and never raise. `average_map`
 computes the "Show averaged map" image. Formulas: reference/dumpunet-spec.md §4.1–4.3 and §4.5.
+
+For images, a colour table is also quantised once into a 256-entry palette (`Colorizer.indexed`, mode "P"): 16 greys
+first (black for gaps and NaN, white for marks, the greys between for the edges of label text), then at most 240
+colours, each standing for a contiguous stretch of the table chosen so that the largest error on any channel is as
+small as it can be (0 when the table has at most 240 runs of colour; 1 level for Red/Blue, 2 for the default hue
+sweep (2+v)/3, 4 for the attention tab's (2-2*v)/3); table entries that are exactly one of the greys keep it, so gaps
+and NaN stay exactly black. A palette image is a third of RGB's bytes and PNG-encodes several times faster.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -32,6 +41,7 @@ from lib_dumpunet.expr import Expression, compile_expression
 
 __all__ = [
     "AVERAGES",
+    "GREYS",
     "LABELS",
     "LUT_SAMPLES",
     "METHODS",
@@ -66,6 +76,10 @@ LUT_SAMPLES = 65537
 _HALF = (LUT_SAMPLES - 1) // 2
 # How many values are transformed and coloured at a time (a few maps): 256 KiB of float32.
 _CHUNK = 1 << 16
+# Palette images: the first GREYS entries are evenly spaced greys (0 = black, GREYS - 1 = white); the colours follow.
+GREYS = 16
+_GREY_STEP = 255 // (GREYS - 1)  # 17: the greys are 0, 17, 34 … 255
+_PALETTE_COLOURS = 256 - GREYS
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,8 @@ class _Palette:
     mode: Literal["L", "RGB"]
     levels: bool
 
-    def fill(self, v: np.ndarray, out: np.ndarray) -> None:
-        """Colour transformed values v (float32 (n, h, w), overwritten) into `out` ((n, h, w) of `table`'s dtype)."""
+    def positions(self, v: np.ndarray) -> np.ndarray:
+        """The table entry of each transformed value v (float32 (n, h, w), overwritten), as int32."""
         nan = np.isnan(v)
         if self.levels:
             v *= 256.0
@@ -135,8 +149,26 @@ class _Palette:
             v += _HALF + 0.5  # truncating the non-negative index below then rounds to the nearest sample
         if nan.any():
             v[nan] = len(self.table) - 1  # the black entry
+        return v.astype(np.int32)
+
+    def fill(self, v: np.ndarray, out: np.ndarray, *, indexed: bool = False) -> None:
+        """Colour transformed values v (float32 (n, h, w), overwritten) into `out` ((n, h, w) of `table`'s dtype, or
+        uint8 palette indices when `indexed`)."""
+        table = self.indices if indexed else self.table
         # Every index is in range; mode="clip" only spares `take` from buffering `out`.
-        self.table.take(v.astype(np.int32), out=out, mode="clip")
+        table.take(self.positions(v), out=out, mode="clip")
+
+    @functools.cached_property
+    def quantised(self) -> tuple[np.ndarray, np.ndarray]:
+        """(palette indices per table entry (uint8), the 256 palette colours (uint8 (256, 3))), made on first use."""
+        if self.mode == "L":
+            return self.table, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+        rgb = self.table.view(np.uint8).reshape(-1, 4)[:, :3]
+        return _quantise(rgb[:-1])  # the NaN entry is appended as black below
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.quantised[0]
 
 
 @dataclass(frozen=True)
@@ -179,6 +211,35 @@ class Colorizer:
         return np.ascontiguousarray(out.view(np.uint8).reshape(*out.shape, 4)[..., :3])
 
     @property
+    def image_mode(self) -> Literal["L", "P"]:
+        """The PIL mode of `indexed` pixels: "L" (grey levels) or "P" (indices into `palette`)."""
+        return "L" if self.mode == "L" else "P"
+
+    @property
+    def palette(self) -> np.ndarray:
+        """The 256 colours (uint8 (256, 3)) that `indexed` values of mode P stand for; greys first (see `GREYS`)."""
+        return self._palette.quantised[1]
+
+    @property
+    def white(self) -> int:
+        """The `indexed` value of white (query-point marks)."""
+        return 255 if self.mode == "L" else GREYS - 1
+
+    def indexed(self, maps: np.ndarray | torch.Tensor, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Colour maps (N, h, w) into uint8 (N, h, w): grey levels (mode L), or indices into `palette` (mode RGB),
+        whose colours differ from `packed`'s by at most `max_palette_error` per channel. `out` as in `packed`."""
+        return self._colour(maps, out, indexed=True)
+
+    @property
+    def max_palette_error(self) -> int:
+        """The largest difference, on any channel, between a palette colour and the exact colour it stands for."""
+        if self.mode == "L":
+            return 0
+        indices, colours = self._palette.quantised
+        rgb = self._palette.table.view(np.uint8).reshape(-1, 4)[:, :3].astype(np.int16)
+        return int(np.abs(colours[indices].astype(np.int16) - rgb).max())
+
+    @property
     def dtype(self) -> np.dtype:
         """What `packed` returns: uint8 (mode L) or uint32 (mode RGB)."""
         return self._palette.table.dtype
@@ -187,11 +248,15 @@ class Colorizer:
         """Colour maps (N, h, w) into uint8 (N, h, w) in mode L, or one uint32 RGBX pixel each in mode RGB (the
         fastest form: PIL reads it as raw "RGBX"; see `render`). `out`: a C-contiguous (N, h, w) array of `dtype`
         to write into, every element of which is overwritten."""
+        return self._colour(maps, out, indexed=False)
+
+    def _colour(self, maps: np.ndarray | torch.Tensor, out: np.ndarray | None, *, indexed: bool) -> np.ndarray:
         x = _as_maps(maps)
+        dtype = np.dtype(np.uint8) if indexed else self.dtype
         if out is None:
-            out = np.zeros(x.shape, dtype=self.dtype)
-        elif out.shape != x.shape or out.dtype != self.dtype:
-            raise ValueError(f"packed: out must be {x.shape} {self.dtype}, got {out.shape} {out.dtype}")
+            out = np.zeros(x.shape, dtype=dtype)
+        elif out.shape != x.shape or out.dtype != dtype:
+            raise ValueError(f"out must be {x.shape} {dtype}, got {out.shape} {out.dtype}")
         if x.size:
             with np.errstate(all="ignore"):
                 lo, hi = _ranges(x, self.settings)
@@ -200,7 +265,7 @@ class Colorizer:
                 for start in range(0, x.shape[0], step):
                     maps_ = slice(start, start + step)
                     v = _transform(x[maps_], self.settings, _rows(lo, maps_), _rows(hi, maps_))
-                    self._palette.fill(v, out[maps_])
+                    self._palette.fill(v, out[maps_], indexed=indexed)
         return out
 
 
@@ -407,3 +472,57 @@ def _palette(colours: np.ndarray, *, levels: bool) -> _Palette:
     rgbx = np.zeros((len(table), 4), dtype=np.uint8)
     rgbx[:, :3] = table
     return _Palette(rgbx.view(np.uint32).reshape(-1), "RGB", levels)
+
+
+# --- palette images ----------------------------------------------------------------------------------------------
+
+
+def _quantise(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Palette indices for a colour table rgb (n, 3) with a black NaN entry appended, and the 256 palette colours.
+
+    Runs of equal neighbouring entries are merged, then cut into the fewest contiguous stretches whose channels each
+    span at most 2·e levels, for the smallest e that needs no more than 240 stretches; a stretch is shown as the
+    middle of its span, so no channel is off by more than e.
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:GREYS] = np.arange(GREYS, dtype=np.uint8)[:, None] * _GREY_STEP
+    starts = np.flatnonzero(np.concatenate([[True], (rgb[1:] != rgb[:-1]).any(axis=1)]))
+    runs = rgb[starts].astype(np.int16)
+    rows = runs.tolist()
+    low, high = 0, 128  # the error e: high always fits (one stretch spans at most 255 levels)
+    best = _stretches(rows, high)
+    while low < high:
+        middle = (low + high) // 2
+        cut = _stretches(rows, middle)
+        if len(cut) <= _PALETTE_COLOURS:
+            high, best = middle, cut
+        else:
+            low = middle + 1
+    bounds = [*best, len(runs)]
+    run_colour = np.empty(len(runs), dtype=np.int64)
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        stretch = runs[a:b]
+        palette[GREYS + k] = (stretch.min(axis=0) + stretch.max(axis=0) + 1) // 2
+        run_colour[a:b] = GREYS + k
+    per_entry = np.repeat(run_colour, np.diff([*starts, len(rgb)]))
+    # Table entries that are exactly one of the greys (black, white …) are shown as that grey, with no error.
+    grey = (rgb[:, 0] == rgb[:, 1]) & (rgb[:, 1] == rgb[:, 2]) & (rgb[:, 0].astype(np.int64) % _GREY_STEP == 0)
+    per_entry[grey] = rgb[grey, 0] // _GREY_STEP
+    return np.concatenate([per_entry, [0]]).astype(np.uint8), palette
+
+
+def _stretches(rows: list[list[int]], error: int) -> list[int]:
+    """Where each stretch of `rows` (the runs' colours) starts, cut greedily at a span of 2·error: the fewest."""
+    starts = [0]
+    limit = 2 * error
+    r_lo, g_lo, b_lo = r_hi, g_hi, b_hi = rows[0]
+    for k, (r, g, b) in enumerate(rows):
+        r_lo, r_hi = min(r_lo, r), max(r_hi, r)
+        g_lo, g_hi = min(g_lo, g), max(g_hi, g)
+        b_lo, b_hi = min(b_lo, b), max(b_hi, b)
+        if r_hi - r_lo > limit or g_hi - g_lo > limit or b_hi - b_lo > limit:
+            starts.append(k)
+            if len(starts) > _PALETTE_COLOURS:
+                return starts  # too many already: this error does not fit
+            r_lo, g_lo, b_lo = r_hi, g_hi, b_hi = r, g, b
+    return starts

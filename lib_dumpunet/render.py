@@ -8,6 +8,10 @@ Per captured tensor (one image, pass, step and place):
   self-attention                (heads, P, h, w) columns = query points (each marked), rows = heads
 "Show averaged map" puts one more image first: the channel average (features), the head average (Q*K, K,
 self-attention). Colours come from a `Colorizer`; tiles and canvases from `grid`.
+
+Images are grey ("L", White/Black) or palette images ("P", every other method): one byte per pixel indexing the
+colorizer's 256-colour palette, which holds the gaps' black, the marks' white and the label text's greys besides the
+colour table (quantised: `Colorizer.max_palette_error`). `enlarge` is the optional display minimum for tiny maps.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lib_dumpunet.capture import Key
-from lib_dumpunet.colorize import Colorizer, average_map
+from lib_dumpunet.colorize import GREYS, Colorizer, average_map
 from lib_dumpunet.grid import canvas_size, grid_shape, tile
 
-__all__ = ["KIND_NAMES", "MapImage", "describe", "render"]
+__all__ = ["KIND_NAMES", "MapImage", "describe", "enlarge", "render"]
 
 KIND_NAMES = {
     "features": "U-Net features",
@@ -79,21 +83,31 @@ def render(
     if key.kind == "k":
         maps = x.transpose(1, 2)  # (heads, d, T): each head a d × T tile
         if average:
-            images.append((_image(colorizer.packed(average_map(maps, average)[None])[0]), True))
-        images.append((_image(tile(colorizer.packed(maps), 1, maps.shape[0])), False))
+            images.append((_image(colorizer.indexed(average_map(maps, average)[None])[0], colorizer), True))
+        images.append((_image(tile(colorizer.indexed(maps), 1, maps.shape[0]), colorizer), False))
     elif key.kind in ("qk", "self"):
         heads, columns = x.shape[:2]
         mark = _point_marks(points, *x.shape[-2:]) if key.kind == "self" else None
         if average:
             mean = average_map(x.reshape(heads, -1, x.shape[-1]), average).reshape(x.shape[1:])  # over heads
-            images.append((_columns(colorizer.packed(mean), columns, 1, tokens, mark), True))
+            images.append((_columns(colorizer.indexed(mean), colorizer, columns, 1, tokens, mark), True))
         flat = x.reshape(heads * columns, *x.shape[-2:])
-        images.append((_columns(colorizer.packed(flat), columns, heads, tokens, mark), False))
+        images.append((_columns(colorizer.indexed(flat), colorizer, columns, heads, tokens, mark), False))
     else:  # features, V*Q*K, differences: one tile per channel
         if average:
-            images.append((_image(colorizer.packed(average_map(x, average)[None])[0]), True))
+            images.append((_image(colorizer.indexed(average_map(x, average)[None])[0], colorizer), True))
         images.append((_channel_grid(x, colorizer), False))
     return [MapImage(key, image, describe(key, averaged=avg), avg) for image, avg in images]
+
+
+def enlarge(image: Image.Image, minimum: int) -> Image.Image:
+    """`image` scaled up by the smallest whole factor (nearest neighbour) that makes its longer side at least
+    `minimum` pixels; unchanged when it already is (or `minimum` is 0), so large maps never grow."""
+    longest = max(image.size)
+    if minimum <= 0 or longest >= minimum or longest == 0:
+        return image
+    factor = math.ceil(minimum / longest)
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def _channel_grid(x: torch.Tensor, colorizer: Colorizer) -> Image.Image:
@@ -101,10 +115,10 @@ def _channel_grid(x: torch.Tensor, colorizer: Colorizer) -> Image.Image:
     reused from call to call (PIL copies the canvas), so a 320×64×64 block costs no fresh megabytes of page faults."""
     channels, height, width = x.shape
     across, down = grid_shape(channels, width, height)
-    pixels = colorizer.packed(x, out=_scratch("pixels", x.shape, colorizer.dtype))
+    pixels = colorizer.indexed(x, out=_scratch("pixels", x.shape, np.dtype(np.uint8)))
     canvas_width, canvas_height = canvas_size(across, down, width, height)
-    canvas = tile(pixels, across, down, out=_scratch("canvas", (canvas_height, canvas_width), colorizer.dtype))
-    return _image(canvas)
+    canvas = tile(pixels, across, down, out=_scratch("canvas", (canvas_height, canvas_width), np.dtype(np.uint8)))
+    return _image(canvas, colorizer)
 
 
 _local = threading.local()
@@ -120,16 +134,18 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buffer[:size].view(dtype).reshape(shape)
 
 
-def _image(pixels: np.ndarray) -> Image.Image:
-    """A PIL image of coloured pixels: uint8 grey (mode L), or uint32 RGBX read as RGB without a numpy copy."""
-    if pixels.dtype == np.uint32:
-        height, width = pixels.shape
-        return Image.frombytes("RGB", (width, height), np.ascontiguousarray(pixels), "raw", "RGBX")
-    return Image.fromarray(pixels, "L")
+def _image(pixels: np.ndarray, colorizer: Colorizer) -> Image.Image:
+    """A PIL image of `colorizer.indexed` pixels (uint8 (h, w)): grey levels, or indices into its palette."""
+    height, width = pixels.shape
+    image = Image.frombytes(colorizer.image_mode, (width, height), np.ascontiguousarray(pixels))
+    if image.mode == "P":
+        image.putpalette(colorizer.palette.tobytes())
+    return image
 
 
 def _columns(
     tiles: np.ndarray,
+    colorizer: Colorizer,
     across: int,
     down: int,
     labels: Sequence[str] | None,
@@ -138,13 +154,12 @@ def _columns(
     """Tiles in `down` rows of `across` columns; query points marked; labels under the columns if given."""
     if marks is not None:
         tiles = tiles.copy()
-        white = np.array([255, 255, 255, 0], np.uint8).view(np.uint32)[0] if tiles.dtype == np.uint32 else 255
         for column in range(across):
-            tiles[column::across][:, marks[column]] = white
+            tiles[column::across][:, marks[column]] = colorizer.white
     if labels is not None and tiles.shape[2] < _LABEL_MIN_TILE:
         scale = math.ceil(_LABEL_MIN_TILE / tiles.shape[2])
         tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    canvas = _image(tile(tiles, across, down))
+    canvas = _image(tile(tiles, across, down), colorizer)
     if labels is None:
         return canvas
     labels = [*labels[:across], *["pad"] * (across - len(labels))]  # rows padded to a longer prompt's chunks
@@ -167,20 +182,27 @@ def _font() -> ImageFont.ImageFont:
 
 
 def _with_labels(canvas: Image.Image, pitch: int, labels: Sequence[str]) -> Image.Image:
-    """`canvas` with a strip below it, each label written bottom-to-top under its column."""
+    """`canvas` with a strip below it, each label written bottom-to-top under its column (white, antialiased; on a
+    palette image the text's greys are the palette's first `GREYS` entries)."""
     font = _font()
     texts = [label[:24] for label in labels]
     longest = max((int(font.getlength(t)) for t in texts), default=0) + 4
-    out = Image.new(canvas.mode, (canvas.width, canvas.height + longest), 0)
-    out.paste(canvas, (0, 0))
-    white = "white" if canvas.mode == "RGB" else 255
+    strip = Image.new("L", (canvas.width, longest), 0)
     for column, text in enumerate(texts):
         if not text:
             continue
         box = font.getbbox(text)
-        word = Image.new(canvas.mode, (int(font.getlength(text)) + 2, box[3] + 2), 0)
-        ImageDraw.Draw(word).text((1, 0), text, fill=white, font=font)
+        word = Image.new("L", (int(font.getlength(text)) + 2, box[3] + 2), 0)
+        ImageDraw.Draw(word).text((1, 0), text, fill=255, font=font)
         word = word.rotate(90, expand=True)
         x = column * pitch + max(0, (pitch - 1 - word.width) // 2)
-        out.paste(word, (x, canvas.height + 2))
+        strip.paste(word, (x, 2))
+    if canvas.mode == "P":
+        levels = np.asarray(strip, dtype=np.float32) * ((GREYS - 1) / 255)
+        strip = Image.frombytes("P", strip.size, np.rint(levels).astype(np.uint8).tobytes())
+    out = Image.new(canvas.mode, (canvas.width, canvas.height + longest), 0)
+    if canvas.mode == "P":
+        out.putpalette(canvas.getpalette())
+    out.paste(canvas, (0, 0))
+    out.paste(strip, (0, canvas.height))
     return out

@@ -387,3 +387,16 @@ def test_average_map_matches_the_originals_three_meanings():
 def test_average_map_refuses_unknown_kinds():
     with pytest.raises(DumpUnetError, match="unknown choice 'mean'"):
         average_map(np.zeros((2, 2, 2), np.float32), "mean")  # type: ignore[arg-type]
+
+
+def test_indexed_pixels_are_grey_levels_or_palette_indices():
+    x = np.linspace(-2, 2, 60, dtype=np.float32).reshape(1, 6, 10)
+    grey = colorizer(method="White/Black")
+    assert grey.image_mode == "L"
+    assert (grey.indexed(x) == grey(x)).all()
+    assert grey.max_palette_error == 0
+    hsl = colorizer()
+    assert hsl.image_mode == "P"
+    shown = hsl.palette[hsl.indexed(x)].astype(int)
+    assert np.abs(shown - hsl(x).astype(int)).max() <= hsl.max_palette_error <= 2
+    assert colorizer(method="Red/Blue").max_palette_error <= 1

@@ -3,10 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lib_dumpunet.capture import Key
-from lib_dumpunet.colorize import Colorizer, ColorSettings
-from lib_dumpunet.render import describe, render
+from lib_dumpunet.colorize import GREYS, Colorizer, ColorSettings
+from lib_dumpunet.grid import grid_shape, tile
+from lib_dumpunet.render import describe, enlarge, render
 
 GREY = Colorizer.from_settings(ColorSettings(method="White/Black"))
 DEFAULT = Colorizer.from_settings(ColorSettings())
@@ -19,7 +21,7 @@ def key(kind: str, place: str = "IN04", **kw) -> Key:
 def test_features_use_the_original_canvas():
     maps = render(key("features", "IN00"), torch.randn(320, 64, 64), DEFAULT)
     assert [m.image.size for m in maps] == [(1299, 1039)]
-    assert maps[0].image.mode == "RGB"
+    assert maps[0].image.mode == "P"
     assert maps[0].label == "IN00, step 5, U-Net features"
 
 
@@ -87,3 +89,76 @@ def test_descriptions(k, text):
 def test_nan_does_not_break_rendering():
     x = torch.full((4, 3, 3), float("nan"))
     assert render(key("features"), x, DEFAULT)[0].image.size == (7, 7)
+
+
+# --- palette images ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [ColorSettings(), ColorSettings(method="Red/Blue"), ColorSettings(h="(2-2*v)/3"), ColorSettings(space="RGB")],
+    ids=["default-hsl", "red-blue", "attention-hsl", "rgb-abs"],
+)
+def test_palette_maps_stay_within_the_stated_error_of_the_exact_colours(settings):
+    colorizer = Colorizer.from_settings(settings)
+    x = torch.randn(40, 9, 7)
+    x[3, 2, 2] = float("nan")
+    image = render(key("features"), x, colorizer)[0].image
+    assert image.mode == "P"
+    exact = tile(colorizer(x), *grid_shape(40, 7, 9))  # today's RGB map, gaps included
+    shown = np.asarray(image.convert("RGB")).astype(int)
+    assert shown.shape == exact.shape
+    difference = np.abs(shown - exact.astype(int)).max()
+    assert difference <= colorizer.max_palette_error
+    assert colorizer.max_palette_error <= 4
+    assert (shown[(exact == 0).all(axis=2)] == 0).all(), "gaps and NaN are exactly black"
+
+
+def test_the_palette_holds_greys_first_then_at_most_240_colours():
+    colorizer = Colorizer.from_settings(ColorSettings())
+    palette = colorizer.palette
+    assert palette.shape == (256, 3)
+    assert (palette[0] == 0).all() and (palette[GREYS - 1] == 255).all()
+    assert (palette[:GREYS, 0] == palette[:GREYS, 1]).all()
+    assert colorizer.white == GREYS - 1
+    assert GREYS == 16
+
+
+def test_labels_on_a_palette_map_are_greys_of_the_palette():
+    x = torch.rand(1, 77, 2, 2)
+    labels = ["BOS", *(f"word{i}" for i in range(75)), "EOS"]
+    image = render(key("qk", "M00"), x, DEFAULT, tokens=labels)[0].image
+    assert image.mode == "P"
+    strip = np.asarray(image)[12:]
+    assert strip.max() == GREYS - 1, "white text"
+    assert set(np.unique(strip)) <= set(range(GREYS))
+    grey = render(key("qk", "M00"), x, GREY, tokens=labels)[0].image
+    grey_strip = np.asarray(grey)[12:].astype(int)
+    palette_strip = np.asarray(image.convert("L"))[12:].astype(int)
+    assert np.abs(grey_strip - palette_strip).max() <= 8, "the same text, antialiased, within half a grey step"
+
+
+def test_self_attention_marks_are_white_on_palette_maps():
+    maps = render(key("self"), torch.zeros(1, 1, 4, 4), DEFAULT, points=((0.0, 0.0),))
+    rgb = np.asarray(maps[0].image.convert("RGB"))
+    assert (rgb[0, 0] == 255).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "minimum", "expected"),
+    [
+        ((35, 71), 256, (140, 284)),
+        ((8, 8), 256, (256, 256)),
+        ((1299, 1039), 256, (1299, 1039)),
+        ((300, 10), 256, (300, 10)),
+        ((35, 71), 0, (35, 71)),
+    ],
+)
+def test_enlarge_grows_only_small_maps_by_whole_factors(size, minimum, expected):
+    image = Image.new("P", size, 3)
+    image.putpalette(DEFAULT.palette.tobytes())
+    out = enlarge(image, minimum)
+    assert out.size == expected
+    assert out.mode == "P"
+    assert out.getpalette() == image.getpalette()
+    assert set(np.unique(np.asarray(out))) == {3}
