@@ -2,7 +2,8 @@
 
 Two scripts share one engine (lib_dumpunet.webui): "Dump U-Net features" in the txt2img/img2img Script dropdown,
 and the always-visible "Dump U-Net" section for use beside other scripts (X/Y/Z plot) and over the API; the "VXA"
-tab (cross-attention heat maps of an uploaded image) registers itself. This file
+tab (cross-attention heat maps of an uploaded image) registers itself, and the "Embedding Estimate" tab is added
+as a UI tab. This file
 only registers them and the callbacks; `lib_dumpunet` is imported here, at load time, while the webui has this
 extension's folder on sys.path.
 """
@@ -13,7 +14,7 @@ import modules.scripts as scripts
 from modules import script_callbacks
 
 from lib_dumpunet.errors import DumpUnetError
-from lib_dumpunet.webui import entry, vxa_tab
+from lib_dumpunet.webui import entry, estimate_tab, vxa_tab
 from lib_dumpunet.webui.xyz import register_axes
 
 
@@ -72,4 +73,5 @@ script_callbacks.on_cfg_denoiser(entry.ENGINE.on_cfg_denoiser)
 script_callbacks.on_image_saved(entry.ENGINE.on_image_saved)
 script_callbacks.on_before_ui(register_axes)
 script_callbacks.on_script_unloaded(entry.ENGINE.reset)
+script_callbacks.on_ui_tabs(estimate_tab.on_ui_tabs)
 vxa_tab.register()  # the VXA tab and its API routes
