@@ -1,4 +1,5 @@
-"""Mirror of modules/paths.py: re-exports the paths (the real one also puts the cloned repositories on sys.path)."""
+"""Test double of webui v1.10.1 `modules/paths.py`: the folders of paths_internal under their usual names. (The
+webui's module also puts the repositories it clones on `sys.path`; the double's ldm comes from an installed package.)"""
 
 from modules.paths_internal import (  # noqa: F401
     data_path,
