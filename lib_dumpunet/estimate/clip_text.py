@@ -170,7 +170,8 @@ class ClipPromptEncoder:
             z = out.hidden_states[tower.hidden_layer]
             if tower.final_norm:
                 z = tower.model.text_model.final_layer_norm(z)
-        return z, out.pooler_output
+        pooled = getattr(out, "text_embeds", None)  # CLIPTextModelWithProjection (SDXL's second encoder)
+        return z, out.pooler_output if pooled is None else pooled
 
     def _weighted(self, z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if self.emphasis in ("Ignore", "None"):
