@@ -12,8 +12,8 @@ maximum taken); several layers are brought to the finest grid by bilinear interp
 brought to the image's own size (bilinear), stretched to [0, 1] by its minimum and maximum, and drawn over the image
 (`lib_dumpunet.overlay`). Everything comes back in a `VxaResult`, which can also make one map per picked word.
 
-The host — the webui, the diffusers front-end, a test — is a `VxaHost`: its U-Net, its VAE's posterior, its
-prompt encoder and token table, and its noise schedule. The layer list is read from the U-Net on every call, so a
+The host — the webui, the diffusers front-end, a test — is a `VxaHost`: its U-Net and layout, its VAE's posterior,
+its prompt encoder and token table, and its noise schedule. The layout is asked for on every call, so a
 model switch (SD1 → SDXL) needs nothing refreshed. Every user mistake raises `DumpUnetError` before the U-Net runs.
 """
 
@@ -222,6 +222,8 @@ class VxaHost(Protocol):
     @property
     def alphas_cumprod(self) -> torch.Tensor: ...  # (1000,) ᾱ_t
 
+    def layout(self) -> UNetLayout: ...  # read anew on every call: the model may have changed
+
     def encode_image(self, pixels: torch.Tensor) -> Posterior: ...  # (1, 3, H, W) in [-1, 1], float32, CPU
 
     def encode_prompt(self, prompt: str, width: int, height: int) -> Any: ...  # conditioning, opaque to VXA
@@ -361,7 +363,7 @@ def visualize(host: VxaHost, image: Any, settings: VxaSettings) -> VxaResult:
     rgb = as_rgb(image)
     height, width = rgb.shape[:2]
     size = model_size(width, height, s.size)
-    layout = UNetLayout(host.unet)
+    layout = host.layout()
     layers = resolve_layers(layout, s.layer)
     table = host.tokens(s.prompt)
     pick = table.pick(s.tokens, field=TOKENS_LABEL)

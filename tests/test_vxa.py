@@ -295,3 +295,42 @@ def test_infotext_names_every_setting(sd1):
     assert "VXA t: 1.0" in text and "VXA noise: true" in text and "VXA layer: M00" in text
     assert "VXA model size: 96x72" in text and "VXA columns: 5 7" in text
     assert "opacity" not in text
+
+
+# --- the command line, on tiny diffusers folders ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diffusers_folders(tmp_path_factory):
+    from tiny_diffusers import build_folder
+
+    root = tmp_path_factory.mktemp("vxa-models")
+    return {"sdxl": build_folder(root, "sdxl")}  # SDXL: two encoders, pooled text and size ids, 70 layers
+
+
+def test_dumpunet_vxa_writes_the_map_with_its_settings(diffusers_folders, tmp_path, capsys):
+    from lib_dumpunet.cli import main
+
+    Image.fromarray(photo(100, 75)).save(tmp_path / "photo.png")
+    args = ["vxa", str(tmp_path / "photo.png"), "-p", "a red hat, a long neck", "--tokens", "hat, neck"]
+    args += ["--model", str(diffusers_folders["sdxl"]), "--out", str(tmp_path / "out"), "--per-item"]
+    assert main([*args, "--layer", "All layers", "--output", "colour"]) == 0
+    written = Image.open(tmp_path / "out" / "vxa-photo.png")
+    assert written.size == (100, 75)
+    info = written.info["parameters"]
+    assert 'VXA tokens: "hat, neck"' in info and "VXA layer: All layers" in info and "VXA opacity: 0.5" in info
+    assert (tmp_path / "out" / "vxa-photo-hat.png").is_file() and (tmp_path / "out" / "vxa-photo-neck.png").is_file()
+    assert "vxa-photo.png" in capsys.readouterr().out
+
+
+def test_dumpunet_vxa_mistakes_exit_2_with_the_message(diffusers_folders, tmp_path, capsys):
+    from lib_dumpunet.cli import main
+
+    Image.fromarray(photo()).save(tmp_path / "photo.png")
+    base = ["vxa", str(tmp_path / "photo.png"), "-p", "a red hat", "--model", str(diffusers_folders["sdxl"])]
+    assert main([*base, "--tokens", "neck", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no word 'neck' in the prompt" in err and "^" in err
+    assert main([*base, "-t", "2000"]) == 2
+    assert "Time embedding" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 import unets
 from fakewebui.tiny_model import ID_END, ID_START, LATENT_RGB, alphas_cumprod, clip_text_model, clip_tokenizer
 
+from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.tokens import BpeVocabulary, TokenTable, chunk_prompt
 from lib_dumpunet.vxa import Posterior
 
@@ -40,6 +41,9 @@ class TinyHost:
     @property
     def unet(self) -> torch.nn.Module:
         return self._unet
+
+    def layout(self) -> UNetLayout:
+        return UNetLayout(self._unet)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:

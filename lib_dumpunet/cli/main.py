@@ -4,6 +4,8 @@
     dumpunet features -p "a cat" --layers IN04-OUT03 --map-steps 5,10
     dumpunet attention -p "a cat" --outputs "Q*K,V*Q*K" --self-attention --query-points 4x4
     dumpunet layer-prompt -p "a (~: IN00-IN11: red ; _: blue :~) circle" --diff
+    dumpunet vxa photo.png -p "a red hat, a long neck" --tokens "hat, neck"
+    dumpunet estimate --name neg -p "x" -n "(bad quality:1.4), lowres" --target negative --mode unet
 
 Every command takes the generation options (prompt, seed, steps, size, sampler …), `--model` (any local diffusers
 SD1/SD2/SDXL folder; the repository's demo model by default) and `--out` (default ./dumpunet-out). The tab options
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lib_dumpunet.cli import estimate, vxa
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.settings import AVERAGE_CHOICES, FIELDS, JobSettings, from_mapping
 
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(layer)
     _tab(layer, layers_help="blocks for difference maps (with --diff; default: every block)")
     layer.add_argument("--diff", action="store_true", help="difference of features with and without the prompts")
+    vxa.add_parser(commands, DEFAULT_MODEL)
+    estimate.add_parser(commands, DEFAULT_MODEL)
     return parser
 
 
@@ -176,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="[Dump U-Net] %(name)s: %(message)s")
         logging.getLogger("lib_dumpunet").setLevel(logging.DEBUG)
     try:
-        from lib_dumpunet.cli.job import run_command  # imports torch and diffusers: only once the options parse
+        if args.command == "vxa":
+            run_command = vxa.run_command
+        elif args.command == "estimate":
+            run_command = estimate.run_command
+        else:
+            from lib_dumpunet.cli.job import run_command  # imports torch and diffusers: only once the options parse
     except ImportError as err:
         sys.stderr.write(f"dumpunet: error: {err}; install the extra: pip install 'sd-webui-dumpunet[cli]'\n")
         return 1

@@ -17,6 +17,7 @@ import torch
 from modules import devices, prompt_parser
 
 from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.tokens import TokenTable
 from lib_dumpunet.vxa import Posterior
 from lib_dumpunet.webui.host import unet_of
@@ -50,6 +51,9 @@ class WebuiVxaHost:
     @property
     def unet(self) -> torch.nn.Module:
         return self._unet
+
+    def layout(self) -> UNetLayout:
+        return UNetLayout(self._unet)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
