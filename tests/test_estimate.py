@@ -19,7 +19,7 @@ from lib_dumpunet.estimate import EstimateSettings, estimate, from_values, read_
 from lib_dumpunet.estimate.clip_text import ClipPromptEncoder
 from lib_dumpunet.estimate.denoise import ScheduleDenoiser, karras_sigmas, sampler_step
 from lib_dumpunet.estimate.emphasis import parse_emphasis
-from lib_dumpunet.estimate.estimator import initial_vectors, row_metrics
+from lib_dumpunet.estimate.estimator import _LossScale, initial_vectors, row_metrics
 from lib_dumpunet.estimate.files import SUBFOLDER, check_name
 from lib_dumpunet.estimate.run import run_estimate
 
@@ -196,7 +196,9 @@ def unet_settings(**kw):
 
 
 def test_unet_mode_lowers_matching_loss_tenfold():
-    result = estimate(unet_settings(steps=1, iterations=25), em.sd1_encoder(), denoiser=em.sd1_denoiser(), latent_shape=(1, 4, 8, 8))
+    result = estimate(
+        unet_settings(steps=1, iterations=25), em.sd1_encoder(), denoiser=em.sd1_denoiser(), latent_shape=(1, 4, 8, 8)
+    )
     assert math.isfinite(result.final.loss)
     assert result.final.loss <= result.start.loss / 10
 
@@ -228,6 +230,16 @@ def test_unet_mode_sd2_and_sdxl_learn_every_part(encoder, denoiser):
     for part, vectors in result.vectors.items():
         assert not torch.equal(vectors, start[part]), part
     assert result.final.loss < result.start.loss
+
+
+def test_loss_scale_keeps_gradients_and_skips_overflow():
+    leaf = torch.tensor([1.0, 2.0], requires_grad=True)
+    scaler = _LossScale(scale=1024.0)
+    assert scaler.backward((leaf * 3).sum(), [leaf])
+    torch.testing.assert_close(leaf.grad, torch.tensor([3.0, 3.0]))
+    leaf.grad = None
+    assert not scaler.backward((leaf * 1e36).sum(), [leaf])  # 1e36 × 1024 overflows float32
+    assert scaler.scale == 512.0
 
 
 def test_schedule_denoiser_sigmas_and_predictions():

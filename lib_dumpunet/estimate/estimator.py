@@ -12,7 +12,8 @@ Two objectives share one loop:
   for both and is computed once, without gradients.
 
 Each iteration clears the gradients, encodes with the live vectors (a leaf tensor per part: the gradient path runs
-through the encoder, and the U-Net in U-NET mode, back to them), steps the optimiser and the schedule, reports to the
+through the encoder, and the U-Net in U-NET mode, back to them; the loss is scaled for the backward pass so that fp16
+models keep small gradients), steps the optimiser and the schedule, reports to the
 `Monitor` and asks it whether to stop. `evaluate` measures, before and after, the objective on a fixed evaluation
 (a fixed trajectory in U-NET mode) and how close the conditioning of the bare embedding word is to the target's rows.
 """
@@ -264,6 +265,25 @@ class UNetObjective(_Objective):
         return total / self.settings.steps
 
 
+class _LossScale:
+    """Backward of a scaled loss, so that small gradients survive fp16 text encoders and U-Nets; the leaves' (fp32)
+    gradients are divided back. A non-finite gradient halves the scale and skips that step's update."""
+
+    def __init__(self, scale: float = 2.0**12) -> None:
+        self.scale = scale
+
+    def backward(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> bool:
+        (loss * self.scale).backward()
+        grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            self.scale /= 2
+            log.info("Gradient overflow: loss scale lowered to %g, step skipped", self.scale)
+            return False
+        for g in grads:
+            g.div_(self.scale)
+        return True
+
+
 # --- the loop --------------------------------------------------------------------------------------------------------
 
 
@@ -297,6 +317,7 @@ def estimate(
         objective = TransformerObjective(settings, encoder, count)
 
     optimizer = _optimizer(settings, list(live.values()))
+    scaler = _LossScale()
     schedule = _schedule(settings, optimizer)
     result = Estimate(vectors={}, start=_metrics(objective, live))
     log.info("Estimate '%s' (%s, %d vectors): start %s", settings.name, settings.mode, count, result.start)
@@ -308,8 +329,8 @@ def estimate(
         loss = objective.loss(live, iteration)
         if not math.isfinite(loss.item()):
             raise DumpUnetError(f"The loss became {loss.item()} at step {iteration + 1}: lower the learning rate.")
-        loss.backward()
-        optimizer.step()
+        if scaler.backward(loss, list(live.values())):
+            optimizer.step()
         if schedule is not None:
             schedule.step()
         result.losses.append(loss.item())
