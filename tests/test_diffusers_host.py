@@ -209,3 +209,29 @@ def test_the_model_has_the_ldm_layout_of_its_config(name, model_of):
         (a.label, a.heads, a.dim_head) for a in ldm.attentions(ldm.names)
     ]
     assert ours.shapes(64, 64) == ldm.shapes(64, 64)
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["", "a red circle", "a (red:1.3) [circle]", "BREAK a red BREAK circle BREAK", "circle " * 80, "x " * 75],
+)
+def test_token_labels_name_every_context_position(name, prompt, model_of):
+    text = model_of(name).text
+    labels = text.labels(prompt)
+    assert len(labels) == text.encode(prompt).context.shape[0]
+    assert labels[::77] == ["BOS"] * (len(labels) // 77)
+    assert ("(" not in labels and "red" in labels) or "red" not in prompt
+
+
+def test_split_and_reads_weights_as_the_webui_does():
+    from lib_dumpunet.diffusers.text import split_and
+
+    assert split_and("a cat AND a dog :0.5 AND fish: -1") == [("a cat", 1.0), (" a dog", 0.5), (" fish", -1.0)]
+    assert split_and("ANDROID cat") == [("ANDROID cat", 1.0)]
+
+
+def test_emphasis_weights_the_context(model_of):
+    text = model_of("sd1").text
+    assert not torch.equal(text.encode("a (red:1.5) circle").context, text.encode("a red circle").context)
+    assert torch.equal(text.encode("a (red:1.0) circle").context, text.encode("a red circle").context)

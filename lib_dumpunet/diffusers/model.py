@@ -105,7 +105,7 @@ def load_model(folder: str | Path, *, device: str = "cpu", dtype: torch.dtype = 
     context = parts["unet"].config.cross_attention_dim
     sd2 = context == 1024 or bool(parts["unet"].config.use_linear_projection)
     family: Family = "sdxl" if sdxl else "sd2" if sd2 else "sd1"
-    text = TextEncoder(tokenizers, encoders, penultimate=sdxl)
+    text = TextEncoder(tokenizers, encoders)
     log.debug("loaded %s (%s) from %s", family, type(parts["unet"]).__name__, folder)
     return Model(folder, family, parts["unet"], parts["vae"], text, parts["scheduler"], diffusers_layout(parts["unet"]))
 

@@ -1,11 +1,11 @@
 """Prompts to cross-attention contexts, the way the webui builds them, on a diffusers model's CLIP encoders.
 
-A prompt is cut at `AND` into weighted sub-prompts (`a cat AND a dog :0.5`), each becomes one cond row. A
-sub-prompt's tokens are laid out in chunks of 75 (a new chunk also starts at `BREAK`), each chunk framed as
-[BOS] tokens [EOS] padding — 77 positions — and encoded on its own; the chunks' encodings are joined along the
-token axis, so a prompt of any length is used whole. SD1/SD2 use the encoder's last hidden state; SDXL joins its two
-encoders' penultimate hidden states along the width and takes the pooled vector of the second encoder's first
-chunk. Prompt emphasis `(word:1.2)` is not interpreted: the brackets are ordinary text here.
+A prompt is cut at `AND` into weighted sub-prompts (`a cat AND a dog :0.5`); each becomes one cond row. Encoding
+itself is the library's webui-style encoder (`lib_dumpunet.estimate.clip_text`, shared with Embedding Estimate):
+emphasis `(word:1.2)` with the webui's mean restoration, chunks of 75 tokens framed as [BOS] tokens [EOS] padding
+(a new chunk also at `BREAK`), chunks joined along the token axis so a prompt of any length is used whole. SD1/SD2
+take the encoder's last hidden state; SDXL joins its two encoders' penultimate hidden states along the width and
+takes the pooled vector of the second encoder's first chunk. Token labels follow the same chunks.
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHUNK", "Encoded", "TextEncoder", "split_and"]
+from lib_dumpunet.estimate.clip_text import CHUNK_TOKENS, ClipPromptEncoder, ClipTower
+from lib_dumpunet.estimate.emphasis import parse_emphasis
+from lib_dumpunet.estimate.model import SDXL_PARTS, SINGLE_PART
 
-CHUNK = 75  # prompt tokens per 77-position chunk
+__all__ = ["Encoded", "TextEncoder", "split_and"]
+
 _AND = re.compile(r"\bAND\b")
-_BREAK = re.compile(r"\bBREAK\b")
 _WEIGHT = re.compile(r"\s*:\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*$")
 
 
 def split_and(prompt: str) -> list[tuple[str, float]]:
-    """Sub-prompts and their weights, in row order: 'a cat AND a dog :0.5' → [('a cat ', 1.0), (' a dog', 0.5)]."""
+    """Sub-prompts and their weights, in row order: 'a cat AND a dog :0.5' → [('a cat', 1.0), (' a dog', 0.5)]."""
     out = []
     for part in _AND.split(prompt):
         m = _WEIGHT.search(part)
@@ -36,59 +38,51 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
 
 @dataclass(frozen=True)
 class Encoded:
-    context: torch.Tensor  # (tokens, width), tokens a multiple of 77
+    context: torch.Tensor  # (tokens, width) in fp32, tokens a multiple of 77
     pooled: torch.Tensor | None  # SDXL's pooled text embedding, else None
 
 
 class TextEncoder:
-    """One or two (SDXL) CLIP tokenizer/encoder pairs used together."""
+    """One or two (SDXL) CLIP tokenizer/encoder pairs used together, with a cache of what was encoded."""
 
-    def __init__(self, tokenizers: list[Any], encoders: list[Any], *, penultimate: bool) -> None:
-        self.tokenizers, self.encoders, self.penultimate = tokenizers, encoders, penultimate
+    def __init__(self, tokenizers: list[Any], encoders: list[Any]) -> None:
+        self.tokenizers, self.encoders = tokenizers, encoders
+        sdxl = len(encoders) == 2
+        towers = []
+        for n, (tok, encoder) in enumerate(zip(tokenizers, encoders, strict=True)):
+            pad = tok.pad_token_id if tok.pad_token_id not in (None, tok.eos_token_id) else None
+            part = SDXL_PARTS[n] if sdxl else SINGLE_PART
+            towers.append(ClipTower(encoder, tok, part=part, hidden_layer=-2 if sdxl else None, pad_id=pad))
+        self.encoder = ClipPromptEncoder(towers, vector_fn=(lambda pooled: pooled) if sdxl else None)
         self._cache: dict[str, Encoded] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoders[0].parameters()).device
-
-    def chunks(self, text: str, tokenizer: Any | None = None) -> list[list[int]]:
-        """Token ids per 77-position chunk."""
-        tok = tokenizer or self.tokenizers[0]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        pieces: list[list[int]] = []
-        for part in _BREAK.split(text):
-            ids = tok(part, add_special_tokens=False, truncation=False, verbose=False).input_ids
-            pieces += [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
-        if len(pieces) > 1:  # BREAK at either end makes no empty chunk of its own
-            pieces = [p for i, p in enumerate(pieces) if p or 0 < i < len(pieces) - 1] or [[]]
-        return [[tok.bos_token_id, *p, tok.eos_token_id, *[pad] * (CHUNK - len(p))] for p in pieces]
-
-    def labels(self, text: str) -> list[str]:
-        """One label per context position: BOS, the tokens, EOS, then 'pad', per chunk."""
-        tok = self.tokenizers[0]
-        out = []
-        for chunk in self.chunks(text):
-            words = [w.replace("</w>", "") for w in tok.convert_ids_to_tokens(chunk)]
-            words[0] = "BOS"
-            end = chunk.index(tok.eos_token_id, 1)
-            words[end] = "EOS"
-            words[end + 1 :] = ["pad"] * (len(words) - end - 1)
-            out += words
-        return out
 
     @torch.no_grad()
     def encode(self, text: str) -> Encoded:
         if text not in self._cache:
-            self._cache[text] = self._encode(text)
+            cond = self.encoder.encode(text)
+            if isinstance(cond, dict):
+                encoded = Encoded(cond["crossattn"][0].float(), cond["vector"][0].float())
+            else:
+                encoded = Encoded(cond[0].float(), None)
+            self._cache[text] = encoded
         return self._cache[text]
 
-    def _encode(self, text: str) -> Encoded:
-        per_encoder, pooled = [], None
-        for n, (tok, encoder) in enumerate(zip(self.tokenizers, self.encoders, strict=True)):
-            ids = torch.tensor(self.chunks(text, tok), device=self.device)
-            out = encoder(ids, output_hidden_states=self.penultimate)
-            hidden = out.hidden_states[-2] if self.penultimate else out[0]
-            per_encoder.append(hidden.reshape(-1, hidden.shape[-1]))
-            if n == len(self.encoders) - 1 and hasattr(out, "text_embeds"):
-                pooled = out.text_embeds[0]
-        return Encoded(torch.cat(per_encoder, dim=-1).float(), pooled)
+    def labels(self, text: str) -> list[str]:
+        """One label per context position: BOS, the tokens, EOS, then 'pad', per 77-position chunk."""
+        tok = self.tokenizers[0]
+        chunks: list[list[int]] = [[]]
+        for piece in parse_emphasis(text):
+            if piece.is_break:
+                chunks.append([])
+                continue
+            for token in tok(piece.text, add_special_tokens=False, verbose=False).input_ids:
+                if len(chunks[-1]) == CHUNK_TOKENS:
+                    chunks.append([])
+                chunks[-1].append(token)
+        if len(chunks) > 1 and not chunks[-1]:
+            chunks.pop()
+        out = []
+        for ids in chunks:
+            words = [w.replace("</w>", "") for w in tok.convert_ids_to_tokens(ids)]
+            out += ["BOS", *words, "EOS", *["pad"] * (CHUNK_TOKENS - len(ids))]
+        return out
