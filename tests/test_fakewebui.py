@@ -745,3 +745,23 @@ class TestSharedSD1Session:
         assert len(dcalls) == 4  # t_enc = int(0.5 * 6) = 3, sampled for t_enc + 1 steps
         assert "Denoising strength: 0.5" in processed.infotexts[0]
         assert [c[0] for c in recorder(sd1, is_img2img=True).calls][:3] == ["setup", "before_process", "process"]
+
+    def test_xyz_values_and_infotext_lines_parse_as_in_v1_10(self, sd1):
+        xyz, parse = sd1.xyz_module(), sd1.infotext_utils.parse_generation_parameters
+        ints, floats = xyz.AxisOption("n", int, xyz.do_nothing), xyz.AxisOption("f", float, xyz.do_nothing)
+        order = xyz.AxisOption("o", xyz.str_permutations, xyz.apply_order)
+
+        # the end of an int range is reached counting up (`9-5 (-2)` stops before 5, as in the webui)
+        assert xyz.axis_values(None, ints, "1-3, 10-16 (+3), 0-8 [3], 7, 9-5 (-2)", None, True) == [
+            *[1, 2, 3, 10, 13, 16, 0, 4, 8, 7, 9, 7]
+        ]
+        assert xyz.axis_values(None, floats, "0.5-1.5 (+0.5), 2.25", None, True) == [0.5, 1.0, 1.5, 2.25]
+        assert xyz.axis_values(None, order, "a, b", None, True) == [("a", "b"), ("b", "a")]
+        with pytest.raises(ValueError, match="invalid literal"):
+            xyz.axis_values(None, ints, "1-" * 50_000 + "x", None, True)  # 100 kB, read in linear time
+        parsed = parse('a cat\nNegative prompt: a dog\nSteps: 2, Size: 64x96, Note: "a, \\"b\\": c", X: 1')
+        assert (parsed["Prompt"], parsed["Negative prompt"], parsed["Steps"]) == ("a cat", "a dog", "2")
+        assert (parsed["Size-1"], parsed["Size-2"], parsed["Note"]) == ("64", "96", 'a, "b": c')
+        assert "X" not in parsed and parsed["Clip skip"] == "1"  # one-letter keys are not keys; absent = default
+        huge = "[" * 500_000 + "\nSteps: " + "-" * 500_000 + ", Seed: 1, Size: 8x8"
+        assert parse(huge)["Prompt"] == "[" * 500_000  # a megabyte pastes without error
