@@ -2,9 +2,9 @@
 
 The same library run as the webui's VXA tab (`lib_dumpunet.vxa`), with the diffusers front-end as its host: the
 U-Net and its layout (`lib_dumpunet.diffusers.layout`), the VAE's `latent_dist` (mean and spread, times the VAE's
-scaling factor), the scheduler's ᾱ table, and the front-end's prompt encoder (`lib_dumpunet.diffusers.text`: its
-chunks are what the token table reads; it has no emphasis, so every weight is 1). Writes `vxa-<image>.png` (with
-the settings as PNG info) and, with `--per-item`, one more PNG per picked item into `--out`.
+scaling factor), the scheduler's ᾱ table, and the front-end's prompt encoder (`lib_dumpunet.diffusers.text`, which
+follows the webui's chunk rules, as the token table does, without comma back-tracking). Writes `vxa-<image>.png`
+(the settings as PNG info) and, with `--per-item`, one more PNG per picked item into `--out`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.overlay import COLORMAPS, MODES
-from lib_dumpunet.tokens import COLUMNS_PER_CHUNK, BpeVocabulary, Chunk, TokenTable
+from lib_dumpunet.tokens import BpeVocabulary, TokenTable, chunk_prompt
 from lib_dumpunet.vxa import (
     DEFAULT_LAYER,
     HEAD_MODES,
@@ -119,9 +119,16 @@ class DiffusersVxaHost:
         return int(cond[0].shape[1])
 
     def tokens(self, prompt: str) -> TokenTable:
-        text = self.model.text
-        chunks = [Chunk(list(c), [1.0] * COLUMNS_PER_CHUNK, []) for c in text.chunks(prompt)]
-        return TokenTable.from_chunks(chunks, BpeVocabulary.of(text.tokenizers[0]))
+        # the front-end's encoder follows the webui's chunk rules without comma back-tracking; VXA checks that the
+        # table's length equals the context's
+        tok = self.model.text.tokenizers[0]
+
+        def tokenize(texts: list[str]) -> list[list[int]]:
+            return [list(tok(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in texts]
+
+        start, end, comma = tok.bos_token_id, tok.eos_token_id, tok.get_vocab().get(",</w>")
+        chunks = chunk_prompt(prompt, tokenize, start=start, end=end, comma=comma, comma_backtrack=0)
+        return TokenTable.from_chunks(chunks, BpeVocabulary.of(tok))
 
     def run_unet(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, dict | None]) -> None:
         context, added = cond

@@ -1,6 +1,9 @@
-"""VXA benchmark on the full-size SD1.5 U-Net, on the CPU: `python tests/benchmarks/bench_vxa.py [--size 512]`.
+"""VXA benchmarks: speed on the full-size SD1.5 U-Net, and heat-map accuracy on the demo model (the shapes world).
 
-Rows (each names the model, the image and latent size; VXA makes one U-Net call, so "steps" is 1):
+    python tests/benchmarks/bench_vxa.py [--size 512] [--reps 3]       speed (rows a–c)
+    python tests/benchmarks/bench_vxa.py --iou [--model demo/model]    accuracy against the shapes' true masks
+
+Speed rows (each names the model, the image and latent size; VXA makes one U-Net call, so "steps" is 1):
 
   a  one VXA map with the default layer (M00) — everything `visualize` does plus drawing the masked overlay: token
      table, prompt encoding, resize, VAE posterior, seeded noise, the U-Net call with the recorder on, aggregation,
@@ -15,6 +18,14 @@ The prompt encoder and the VAE are the test host's stand-ins (`tests/vxahost.py`
 wide with the real tokenizer; a pooled linear "VAE"), so rows a and b weigh what VXA adds around the U-Net, not the
 cost of a real VAE encoder. Variants are interleaved and repeated after a warm-up; ratios are per repetition, the
 median and range are shown. One torch thread by default (the machine is shared). Not a test: nothing asserts a time.
+
+Accuracy (`--iou`): scenes of the shapes world (`lib_dumpunet.world`, "train" split of seed 7, indices from 100000,
+so none was trained on) are drawn at the model's size; VXA runs once per scene and t, with every region word of the
+caption picked (size, colour and shape words of each object, the background colour and "background"), at all layers.
+For each word, each layer's map and the all-layer average are brought to the image size, min–max normalised and
+thresholded at τ (default 0.4, as DAAM's evaluation); the IoU with the word's exact mask is averaged over words and
+scenes. The table gives the mean IoU per layer and t, and the best layer/t. A uniform map scores the mask's share
+of the image; that baseline is printed too.
 """
 
 from __future__ import annotations
@@ -111,13 +122,71 @@ def ratio_text(base: list[float], variant: list[float]) -> tuple[float, str]:
     return r, f"{r:.3f}× ({min(ratios):.3f}–{max(ratios):.3f})"
 
 
+def iou(heat: np.ndarray, mask: np.ndarray, threshold: float) -> float:
+    hot = heat >= threshold
+    union = np.logical_or(hot, mask).sum()
+    return float(np.logical_and(hot, mask).sum() / union) if union else 1.0
+
+
+def measure_iou(model_dir: Path, scenes: int, times: list[float], threshold: float, device: str) -> None:
+    """The accuracy table (see the module docstring) on a diffusers model folder of the shapes world."""
+    from lib_dumpunet.cli.vxa import DiffusersVxaHost
+    from lib_dumpunet.diffusers.model import load_model
+    from lib_dumpunet.world import render, scene_at
+
+    host = DiffusersVxaHost(load_model(model_dir, device=device))
+    side = 8 * int(host.unet.config.sample_size)
+    labels: list[str] = []
+    scores: dict[tuple[str, float], list[float]] = {}
+    uniform: list[float] = []
+    for n in range(scenes):
+        scene = scene_at(7, 100000 + n, "train")
+        picture = render(scene, side)
+        masks = scene.word_masks(side)
+        words = sorted(masks)
+        pick = ", ".join(f'"{w}"' for w in words)
+        for t in times:
+            settings = VxaSettings(prompt=scene.caption, tokens=pick, t=t, layer=ALL_LAYERS, seed=n)
+            result = visualize(host, picture.image, settings)
+            labels = [a.label for a in result.layers]
+            for word, (_, positions) in zip(words, result.pick.groups, strict=True):
+                for label in [*labels, ALL_LAYERS]:
+                    layers = None if label == ALL_LAYERS else [label]
+                    scores.setdefault((label, t), []).append(
+                        iou(result.heat(positions, layers), masks[word], threshold)
+                    )
+                if t == times[0]:
+                    uniform.append(float(masks[word].mean()))
+        print(f"  scene {n + 1}/{scenes}: {scene.caption}", file=sys.stderr, flush=True)
+    header = ["layer", *(f"t={t:g}" for t in times)]
+    print(f"VXA heat-map IoU (τ={threshold}) on {model_dir.name}, {scenes} scenes, {side}² images, region words")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for label in [*labels, ALL_LAYERS]:
+        cells = [f"{statistics.mean(scores[(label, t)]):.3f}" for t in times]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    best = max(scores, key=lambda k: statistics.mean(scores[k]))
+    print(f"\nbest: {best[0]} at t={best[1]:g}, mean IoU {statistics.mean(scores[best]):.3f}; ")
+    print(f"uniform-map baseline (IoU = mask share): {statistics.mean(uniform):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512: 64² latent)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iou", action="store_true", help="accuracy on the demo model instead of speed")
+    parser.add_argument("--model", type=Path, default=ROOT / "demo" / "model")
+    parser.add_argument("--scenes", type=int, default=16)
+    parser.add_argument("--times", default="1,250,500,750")
+    parser.add_argument("--threshold", type=float, default=0.4)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.iou:
+        times = [float(t) for t in args.times.split(",")]
+        measure_iou(args.model, args.scenes, times, args.threshold, args.device)
+        return
     setup = (
         f"SD1.5 (860M, fp32, CPU, {args.threads} thread(s)), {args.size}² image, {args.size // 8}² latent, 1 U-Net call"
     )
