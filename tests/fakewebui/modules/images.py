@@ -1,5 +1,12 @@
-"""Mirror of modules/images.py, reduced to grids, the filename generator, `get_next_sequence_number` and
-`save_image` (PNG text chunks, JPEG/WebP without EXIF: piexif is not a test dependency)."""
+"""Stand-in for webui v1.10.1 `modules/images.py`: grids, resizing and `save_image`.
+
+`save_image` keeps the webui's naming contract: a `[date]` sub-folder (`opts.directories_filename_pattern`) when
+`opts.save_to_dirs`, a 5-digit sequence number (4 after a basename) taken past the highest one in the folder, then
+`-` and the file pattern (`[seed]` when saving to sub-folders, else `[seed]-[prompt_spaces]`) and the suffix; the
+infotext goes into a PNG text chunk (`parameters`), and into a `.txt` with `opts.save_txt`; the before/after
+image-saved callbacks fire around the write. JPEG and WebP are written without EXIF (piexif is not installed).
+Grid labels are not drawn: `draw_grid_annotations` only adds the margins the labels would take.
+"""
 
 from __future__ import annotations
 
@@ -9,50 +16,44 @@ import math
 import os
 import re
 import string
-from collections import namedtuple
+from typing import Any
 
 from modules import errors, script_callbacks, shared
 from modules.shared import opts
 from PIL import Image, ImageColor, PngImagePlugin
 
-LANCZOS = Image.Resampling.LANCZOS if hasattr(Image, "Resampling") else Image.LANCZOS
-NEAREST = Image.Resampling.NEAREST if hasattr(Image, "Resampling") else Image.NEAREST
+LANCZOS = Image.Resampling.LANCZOS
+NEAREST = Image.Resampling.NEAREST
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# grids
+
+
+def _grid_rows(count: int, batch_size: int) -> int:
+    if opts.n_rows > 0:
+        return opts.n_rows
+    if opts.n_rows == 0:
+        return batch_size
+    if not opts.grid_prevent_empty_spots:
+        return round(math.sqrt(count))
+    return next(r for r in range(math.isqrt(count), 0, -1) if count % r == 0)
 
 
 def image_grid(imgs, batch_size=1, rows=None):
-    if rows is None:
-        if opts.n_rows > 0:
-            rows = opts.n_rows
-        elif opts.n_rows == 0:
-            rows = batch_size
-        elif opts.grid_prevent_empty_spots:
-            rows = math.floor(math.sqrt(len(imgs)))
-            while len(imgs) % rows != 0:
-                rows -= 1
-        else:
-            rows = math.sqrt(len(imgs))
-            rows = round(rows)
-    if rows > len(imgs):
-        rows = len(imgs)
-
-    cols = math.ceil(len(imgs) / rows)
-
-    params = script_callbacks.ImageGridLoopParams(imgs, cols, rows)
+    """Images in rows × cols cells as large as the largest image, each centred in its cell."""
+    rows = min(rows if rows is not None else _grid_rows(len(imgs), batch_size), len(imgs))
+    params = script_callbacks.ImageGridLoopParams(imgs, math.ceil(len(imgs) / rows), rows)
     script_callbacks.image_grid_callback(params)
 
-    w, h = map(max, zip(*(img.size for img in imgs), strict=True))
-    grid_background_color = ImageColor.getcolor(opts.grid_background_color, "RGB")
-    grid = Image.new("RGB", size=(params.cols * w, params.rows * h), color=grid_background_color)
-
-    for i, img in enumerate(params.imgs):
-        img_w, img_h = img.size
-        w_offset, h_offset = 0 if img_w == w else (w - img_w) // 2, 0 if img_h == h else (h - img_h) // 2
-        grid.paste(img, box=(i % params.cols * w + w_offset, i // params.cols * h + h_offset))
-
+    cell_w = max(img.width for img in imgs)
+    cell_h = max(img.height for img in imgs)
+    background = ImageColor.getcolor(opts.grid_background_color, "RGB")
+    grid = Image.new("RGB", (params.cols * cell_w, params.rows * cell_h), background)
+    for index, img in enumerate(params.imgs):
+        row, col = divmod(index, params.cols)
+        grid.paste(img, (col * cell_w + (cell_w - img.width) // 2, row * cell_h + (cell_h - img.height) // 2))
     return grid
-
-
-Grid = namedtuple("Grid", ["tiles", "tile_w", "tile_h", "image_w", "image_h", "overlap"])
 
 
 class GridAnnotation:
@@ -62,126 +63,94 @@ class GridAnnotation:
         self.size = None
 
 
+def _has_text(annotations) -> bool:
+    return any(line.text for lines in annotations for line in lines)
+
+
 def draw_grid_annotations(im, width, height, hor_texts, ver_texts, margin=0):
-    """The real one draws the labels with a TrueType font; the fake adds the same margins, without text."""
-    pad_left = 0 if sum([sum([len(line.text) for line in lines]) for lines in ver_texts]) == 0 else width * 3 // 4
-    pad_top = 0 if sum([sum([len(line.text) for line in lines]) for lines in hor_texts]) == 0 else height // 4
-    cols = im.width // width
-    rows = im.height // height
-    result = Image.new(
-        "RGB", (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1)), "white"
-    )
+    """Cells of width × height moved apart by `margin`, with room above for column labels (a quarter of a cell)
+    and on the left for row labels (three quarters), where there are any; the labels themselves are not drawn."""
+    left = width * 3 // 4 if _has_text(ver_texts) else 0
+    top = height // 4 if _has_text(hor_texts) else 0
+    cols, rows = im.width // width, im.height // height
+    out = Image.new("RGB", (left + im.width + margin * (cols - 1), top + im.height + margin * (rows - 1)), "white")
     for row in range(rows):
         for col in range(cols):
-            cell = im.crop((width * col, height * row, width * (col + 1), height * (row + 1)))
-            result.paste(cell, (pad_left + (width + margin) * col, pad_top + (height + margin) * row))
-    return result
+            cell = im.crop((col * width, row * height, (col + 1) * width, (row + 1) * height))
+            out.paste(cell, (left + col * (width + margin), top + row * (height + margin)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# resizing
+
+
+def _scaled(im, width: int, height: int, cover: bool) -> tuple[int, int]:
+    """`im`'s size scaled, aspect kept, to cover width × height (`cover`) or to fit inside it."""
+    target_wider = width * im.height > im.width * height
+    if target_wider == cover:
+        return width, im.height * width // im.width
+    return im.width * height // im.height, height
+
+
+def _stretch_edges(canvas, resized, x: int, y: int) -> None:
+    """Fill the bands around `resized` (pasted at x, y) by stretching its outermost rows or columns."""
+    w, h = resized.size
+    if y > 0:
+        canvas.paste(resized.crop((0, 0, w, 1)).resize((w, y)), (x, 0))
+        bottom = canvas.height - y - h
+        canvas.paste(resized.crop((0, h - 1, w, h)).resize((w, bottom)), (x, y + h))
+    if x > 0:
+        canvas.paste(resized.crop((0, 0, 1, h)).resize((x, h)), (0, y))
+        right = canvas.width - x - w
+        canvas.paste(resized.crop((w - 1, 0, w, h)).resize((right, h)), (x + w, y))
 
 
 def resize_image(resize_mode, im, width, height, upscaler_name=None):
-    """resize_mode 0: just resize, 1: crop and resize, 2: resize and fill (only LANCZOS, no upscalers)"""
-    if resize_mode == 0:
+    """0 (or 3): stretch to width × height; 1: scale to cover, crop the middle; 2: scale to fit, fill the rest
+    from the edges. Always LANCZOS: the fake has no upscalers."""
+    if resize_mode not in (1, 2):
         return im.resize((width, height), resample=LANCZOS)
-
-    ratio = width / height
-    src_ratio = im.width / im.height
-    if resize_mode == 1:
-        src_w = width if ratio > src_ratio else im.width * height // im.height
-        src_h = height if ratio <= src_ratio else im.height * width // im.width
-        resized = im.resize((src_w, src_h), resample=LANCZOS)
-        res = Image.new("RGB", (width, height))
-        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-        return res
-
-    src_w = width if ratio < src_ratio else im.width * height // im.height
-    src_h = height if ratio >= src_ratio else im.height * width // im.width
-    resized = im.resize((src_w, src_h), resample=LANCZOS)
-    res = Image.new("RGB", (width, height))
-    res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    return res
+    resized = im.resize(_scaled(im, width, height, cover=resize_mode == 1), resample=LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    x, y = (width - resized.width) // 2, (height - resized.height) // 2
+    canvas.paste(resized, (x, y))
+    if resize_mode == 2:
+        _stretch_edges(canvas, resized, x, y)
+    return canvas
 
 
 def flatten(img, bgcolor):
-    """replaces transparency with bgcolor (example: "#ffffff"), returning an RGB mode image with no transparency"""
+    """An RGB image: transparency composited over `bgcolor` ("#rrggbb")."""
     if img.mode == "RGBA":
-        background = Image.new("RGBA", img.size, bgcolor)
-        background.paste(img, mask=img)
-        img = background
-
+        backdrop = Image.new("RGBA", img.size, bgcolor)
+        backdrop.paste(img, (0, 0), img)
+        img = backdrop
     return img.convert("RGB")
 
 
-invalid_filename_chars = '#<>:"/\\|?*\n\r\t'
-invalid_filename_prefix = " "
-invalid_filename_postfix = " ."
-re_nonletters = re.compile(r"[\s" + string.punctuation + "]+")
-re_pattern = re.compile(r"(.*?)(?:\[([^\[\]]+)\]|$)")
-re_pattern_arg = re.compile(r"(.*)<([^>]*)>$")
-max_filename_part_length = shared.cmd_opts.filenames_max_length
-NOTHING_AND_SKIP_PREVIOUS_TEXT = object()
+# ---------------------------------------------------------------------------------------------------------------------
+# file names
+
+NOTHING_AND_SKIP_PREVIOUS_TEXT = object()  # a pattern that drops itself and the text just before it
+_UNSAFE = str.maketrans(dict.fromkeys('#<>:"/\\|?*\n\r\t', "_"))
+_NOT_WORDS = re.compile(rf"[\s{re.escape(string.punctuation)}]+")
+_PATTERN = re.compile(r"\[([^\[\]]+)\]")
+_PATTERN_ARGS = re.compile(r"<([^<>]*)>")
 
 
 def sanitize_filename_part(text, replace_spaces=True):
     if text is None:
         return None
-
     if replace_spaces:
         text = text.replace(" ", "_")
-
-    text = text.translate({ord(x): "_" for x in invalid_filename_chars})
-    text = text.lstrip(invalid_filename_prefix)[:max_filename_part_length]
-    text = text.rstrip(invalid_filename_postfix)
-    return text
+    text = text.translate(_UNSAFE).lstrip(" ")[: shared.cmd_opts.filenames_max_length]
+    return text.rstrip(" .")
 
 
 class FilenameGenerator:
-    replacements = {
-        "basename": lambda self: self.basename or "img",
-        "seed": lambda self: self.seed if self.seed is not None else "",
-        "seed_first": lambda self: self.seed if self.p.batch_size == 1 else self.p.all_seeds[0],
-        "seed_last": lambda self: NOTHING_AND_SKIP_PREVIOUS_TEXT if self.p.batch_size == 1 else self.p.all_seeds[-1],
-        "steps": lambda self: self.p and self.p.steps,
-        "cfg": lambda self: self.p and self.p.cfg_scale,
-        "width": lambda self: self.image.width,
-        "height": lambda self: self.image.height,
-        "styles": lambda self: (
-            self.p
-            and sanitize_filename_part(
-                ", ".join([style for style in self.p.styles if style != "None"]) or "None", replace_spaces=False
-            )
-        ),
-        "sampler": lambda self: self.p and sanitize_filename_part(self.p.sampler_name, replace_spaces=False),
-        "model_hash": lambda self: getattr(self.p, "sd_model_hash", shared.sd_model.sd_model_hash),
-        "model_name": lambda self: sanitize_filename_part(
-            shared.sd_model.sd_checkpoint_info.name_for_extra, replace_spaces=False
-        ),
-        "date": lambda self: datetime.datetime.now().strftime("%Y-%m-%d"),
-        "datetime": lambda self, *args: self.datetime(*args),
-        "job_timestamp": lambda self: getattr(self.p, "job_timestamp", shared.state.job_timestamp),
-        "prompt_hash": lambda self, *args: self.string_hash(self.prompt, *args),
-        "negative_prompt_hash": lambda self, *args: self.string_hash(self.p.negative_prompt, *args),
-        "full_prompt_hash": lambda self, *args: self.string_hash(f"{self.p.prompt} {self.p.negative_prompt}", *args),
-        "prompt": lambda self: sanitize_filename_part(self.prompt),
-        "prompt_no_styles": lambda self: sanitize_filename_part(self.prompt, replace_spaces=False),
-        "prompt_spaces": lambda self: sanitize_filename_part(self.prompt, replace_spaces=False),
-        "prompt_words": lambda self: self.prompt_words(),
-        "batch_number": lambda self: (
-            NOTHING_AND_SKIP_PREVIOUS_TEXT if self.p.batch_size == 1 or self.zip else self.p.batch_index + 1
-        ),
-        "batch_size": lambda self: self.p.batch_size,
-        "generation_number": lambda self: (
-            NOTHING_AND_SKIP_PREVIOUS_TEXT
-            if (self.p.n_iter == 1 and self.p.batch_size == 1) or self.zip
-            else self.p.iteration * self.p.batch_size + self.p.batch_index + 1
-        ),
-        "clip_skip": lambda self: opts.data["CLIP_stop_at_last_layers"],
-        "denoising": lambda self: (
-            self.p.denoising_strength if self.p and self.p.denoising_strength else NOTHING_AND_SKIP_PREVIOUS_TEXT
-        ),
-        "user": lambda self: self.p.user,
-        "none": lambda self: "",  # Overrides the default, so you can get just the sequence number
-        "image_hash": lambda self, *args: self.image_hash(*args),
-    }
+    """Expands `[name]` / `[name<arg>]` patterns; unknown names stay as they are."""
+
     default_time_format = "%Y%m%d%H%M%S"
 
     def __init__(self, p, seed, prompt, image, zip=False, basename=""):
@@ -192,117 +161,157 @@ class FilenameGenerator:
         self.zip = zip
         self.basename = basename
 
+    def _batch(self, value: Any, single: bool) -> Any:
+        return NOTHING_AND_SKIP_PREVIOUS_TEXT if single or self.zip else value
+
+    def value(self, name: str, args: list[str]) -> Any:
+        p, arg = self.p, (args[0] if args and args[0] else None)
+        now = datetime.datetime.now()
+        values = {
+            "seed": lambda: "" if self.seed is None else self.seed,
+            "seed_first": lambda: self.seed if p.batch_size == 1 else p.all_seeds[0],
+            "seed_last": lambda: self._batch(p.all_seeds[-1], p.batch_size == 1),
+            "basename": lambda: self.basename or "img",
+            "steps": lambda: p and p.steps,
+            "cfg": lambda: p and p.cfg_scale,
+            "width": lambda: self.image.width,
+            "height": lambda: self.image.height,
+            "sampler": lambda: p and sanitize_filename_part(p.sampler_name, replace_spaces=False),
+            "prompt": lambda: sanitize_filename_part(self.prompt),
+            "prompt_spaces": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
+            "prompt_no_styles": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
+            "prompt_words": self.prompt_words,
+            "prompt_hash": lambda: _short_sha(self.prompt or "", arg, 8),
+            "image_hash": lambda: _short_sha(self.image.tobytes(), arg, None),
+            "date": lambda: now.strftime("%Y-%m-%d"),
+            "datetime": lambda: self.datetime(*args),
+            "job_timestamp": lambda: getattr(p, "job_timestamp", shared.state.job_timestamp),
+            "batch_number": lambda: self._batch(p.batch_index + 1, p.batch_size == 1),
+            "generation_number": lambda: self._batch(
+                p.iteration * p.batch_size + p.batch_index + 1, p.n_iter == 1 and p.batch_size == 1
+            ),
+            "clip_skip": lambda: opts.CLIP_stop_at_last_layers,
+            "denoising": lambda: getattr(p, "denoising_strength", None) or NOTHING_AND_SKIP_PREVIOUS_TEXT,
+            "none": lambda: "",
+        }
+        return values[name]() if name in values else None
+
     def prompt_words(self):
-        words = [x for x in re_nonletters.split(self.prompt or "") if x]
-        if len(words) == 0:
-            words = ["empty"]
-        return sanitize_filename_part(" ".join(words[0 : opts.directories_max_prompt_words]), replace_spaces=False)
+        words = [word for word in _NOT_WORDS.split(self.prompt or "") if word] or ["empty"]
+        return sanitize_filename_part(" ".join(words[: opts.directories_max_prompt_words]), replace_spaces=False)
 
     def datetime(self, *args):
-        time_datetime = datetime.datetime.now()
-
-        time_format = args[0] if (args and args[0] != "") else self.default_time_format
+        fmt = args[0] if args and args[0] else self.default_time_format
+        now = datetime.datetime.now()
         try:
-            formatted_time = time_datetime.strftime(time_format)
+            text = now.strftime(fmt)
         except (ValueError, TypeError):
-            formatted_time = time_datetime.strftime(self.default_time_format)
-
-        return sanitize_filename_part(formatted_time, replace_spaces=False)
-
-    def image_hash(self, *args):
-        length = int(args[0]) if (args and args[0] != "") else None
-        return hashlib.sha256(self.image.tobytes()).hexdigest()[0:length]
-
-    def string_hash(self, text, *args):
-        length = int(args[0]) if (args and args[0] != "") else 8
-        return hashlib.sha256(text.encode()).hexdigest()[0:length]
+            text = now.strftime(self.default_time_format)
+        return sanitize_filename_part(text, replace_spaces=False)
 
     def apply(self, x):
-        res = ""
-
-        for m in re_pattern.finditer(x):
-            text, pattern = m.groups()
-
+        pieces = _PATTERN.split(x)  # text, pattern, text, pattern, …, text
+        out = []
+        for text, pattern in zip(pieces[0::2], [*pieces[1::2], None], strict=True):
             if pattern is None:
-                res += text
+                out.append(text)
                 continue
+            name = pattern.split("<", 1)[0]
+            try:
+                value = self.value(name.lower(), _PATTERN_ARGS.findall(pattern[len(name) :]))
+            except Exception:  # the webui reports a pattern that fails and keeps it literally
+                errors.report(f"Error adding [{pattern}] to filename", exc_info=True)
+                value = None
+            if value is NOTHING_AND_SKIP_PREVIOUS_TEXT:
+                continue
+            out.append(f"{text}[{pattern}]" if value is None else f"{text}{value}")
+        return "".join(out)
 
-            pattern_args = []
-            while True:
-                m = re_pattern_arg.match(pattern)
-                if m is None:
-                    break
 
-                pattern, arg = m.groups()
-                pattern_args.insert(0, arg)
-
-            fun = self.replacements.get(pattern.lower())
-            if fun is not None:
-                try:
-                    replacement = fun(self, *pattern_args)
-                except Exception:
-                    replacement = None
-                    errors.report(f"Error adding [{pattern}] to filename", exc_info=True)
-
-                if replacement == NOTHING_AND_SKIP_PREVIOUS_TEXT:
-                    continue
-                if replacement is not None:
-                    res += text + str(replacement)
-                    continue
-
-            res += f"{text}[{pattern}]"
-
-        return res
+def _short_sha(data: str | bytes, length: str | None, default: int | None) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()[: int(length) if length else default]
 
 
 def get_next_sequence_number(path, basename):
-    """Determines and returns the next sequence number to use when saving an image in the specified directory.
+    """One past the highest sequence number among the files in `path` (named `basename-NNNN…` when a basename is
+    given, `NNNNN…` otherwise); 0 in a folder without any."""
+    prefix = f"{basename}-" if basename else ""
+    highest = -1
+    for name in os.listdir(path):
+        if not name.startswith(prefix):
+            continue
+        first = os.path.splitext(name[len(prefix) :])[0].split("-", 1)[0]
+        if first.isdigit():
+            highest = max(highest, int(first))
+    return highest + 1
 
-    The sequence starts at 0."""
-    result = -1
-    if basename != "":
-        basename = f"{basename}-"
 
-    prefix_length = len(basename)
-    for p in os.listdir(path):
-        if p.startswith(basename):
-            parts = os.path.splitext(p[prefix_length:])[0].split("-")  # the sequence number is the first element
-            try:
-                result = max(int(parts[0]), result)
-            except ValueError:
-                pass
-
-    return result + 1
+# ---------------------------------------------------------------------------------------------------------------------
+# saving
 
 
 def save_image_with_geninfo(
     image, geninfo, filename, extension=None, existing_pnginfo=None, pnginfo_section_name="parameters"
 ):
-    """Saves image to filename, including geninfo as text information for generation info (PNG only here)."""
-    if extension is None:
-        extension = os.path.splitext(filename)[1]
-
+    """Write `image` to `filename` in the format of `extension` (default: the file's); PNG carries `geninfo` and
+    `existing_pnginfo` as text chunks when `opts.enable_pnginfo`."""
+    extension = (extension or os.path.splitext(filename)[1]).lower()
     image_format = Image.registered_extensions()[extension]
-
-    if extension.lower() == ".png":
-        existing_pnginfo = existing_pnginfo or {}
+    if extension == ".png":
+        chunks = None
         if opts.enable_pnginfo:
-            existing_pnginfo[pnginfo_section_name] = geninfo
-            pnginfo_data = PngImagePlugin.PngInfo()
-            for k, v in (existing_pnginfo or {}).items():
-                pnginfo_data.add_text(k, str(v))
-        else:
-            pnginfo_data = None
+            chunks = PngImagePlugin.PngInfo()
+            for key, value in {**(existing_pnginfo or {}), pnginfo_section_name: geninfo}.items():
+                chunks.add_text(key, str(value))  # as in the webui, no infotext is written as "None"
+        image.save(filename, format=image_format, pnginfo=chunks)
+        return
+    if image.mode == "RGBA" and extension in (".jpg", ".jpeg", ".webp"):
+        image = image.convert("RGB")
+    image.save(filename, format=image_format, quality=opts.jpeg_quality, lossless=opts.webp_lossless)
 
-        image.save(filename, format=image_format, quality=opts.jpeg_quality, pnginfo=pnginfo_data)
 
-    elif extension.lower() in (".jpg", ".jpeg", ".webp"):
-        if image.mode == "RGBA":
-            image = image.convert("RGB")
+def _numbered_name(path: str, basename: str, decoration: str, extension: str) -> str:
+    start = get_next_sequence_number(path, basename)
+    for number in range(start, start + 500):
+        stem = f"{basename}-{number:04}" if basename else f"{number:05}"
+        candidate = os.path.join(path, f"{stem}{decoration}.{extension}")
+        if not os.path.exists(candidate):
+            break
+    return candidate
 
-        image.save(filename, format=image_format, quality=opts.jpeg_quality, lossless=opts.webp_lossless)
-    else:
-        image.save(filename, format=image_format, quality=opts.jpeg_quality)
+
+def _file_pattern(p, seed, short_filename: bool) -> str:
+    if short_filename or seed is None:
+        return ""
+    chosen = p.override_settings.get("samples_filename_pattern") if hasattr(p, "override_settings") else None
+    if chosen is None:
+        chosen = opts.samples_filename_pattern or ("[seed]" if opts.save_to_dirs else "[seed]-[prompt_spaces]")
+    return chosen
+
+
+def _fit_name(filename: str) -> str:
+    """Shorten the file name (not the folder) to what the file system takes, leaving room for ".tmp"."""
+    folder, name = os.path.split(filename)
+    stem, extension = os.path.splitext(name)
+    limit = (os.statvfs(folder).f_namemax if hasattr(os, "statvfs") else 255) - max(4, len(extension.encode()))
+    return os.path.join(folder, stem.encode()[:limit].decode(errors="ignore") + extension)
+
+
+def _write(image, info, params, section: str) -> str:
+    """Write through a temporary file; with `save_images_replace_action` other than "Replace", an existing file
+    is kept and the new one gets a `-N` suffix. Returns the path without its extension."""
+    stem, extension = os.path.splitext(params.filename)
+    temporary = f"{stem}.tmp"
+    save_image_with_geninfo(image, info, temporary, extension, params.pnginfo, section)
+    final_stem = stem
+    if opts.save_images_replace_action != "Replace":
+        n = 0
+        while os.path.exists(final_stem + extension):
+            n += 1
+            final_stem = f"{stem}-{n}"
+    os.replace(temporary, final_stem + extension)
+    return final_stem
 
 
 def save_image(
@@ -323,112 +332,41 @@ def save_image(
     suffix="",
     save_to_dirs=None,
 ):
-    """Save an image. Returns (fullfn, txt_fullfn): the full path of the saved image, and of the infotext file if
-    one was written (opts.save_txt), else None."""
+    """Save `image` under `path` as the webui names it. Returns (file, its .txt file or None)."""
     namegen = FilenameGenerator(p, seed, prompt, image, basename=basename)
-
     if save_to_dirs is None:
-        save_to_dirs = (grid and opts.grid_save_to_dirs) or (not grid and opts.save_to_dirs and not no_prompt)
-
+        save_to_dirs = opts.grid_save_to_dirs if grid else (opts.save_to_dirs and not no_prompt)
     if save_to_dirs:
-        dirname = namegen.apply(opts.directories_filename_pattern or "[prompt_words]").lstrip(" ").rstrip("\\ /")
-        path = os.path.join(path, dirname)
-
+        folder = namegen.apply(opts.directories_filename_pattern or "[prompt_words]")
+        path = os.path.join(path, folder.lstrip(" ").rstrip("\\ /"))
     os.makedirs(path, exist_ok=True)
 
-    if forced_filename is None:
-        if short_filename or seed is None:
-            file_decoration = ""
-        elif hasattr(p, "override_settings"):
-            file_decoration = p.override_settings.get("samples_filename_pattern")
-        else:
-            file_decoration = None
-
-        if file_decoration is None:
-            default_pattern = "[seed]" if opts.save_to_dirs else "[seed]-[prompt_spaces]"
-            file_decoration = opts.samples_filename_pattern or default_pattern
-
-        file_decoration = namegen.apply(file_decoration) + suffix
-
-        add_number = opts.save_images_add_number or file_decoration == ""
-
-        if file_decoration != "" and add_number:
-            file_decoration = f"-{file_decoration}"
-
-        if add_number:
-            basecount = get_next_sequence_number(path, basename)
-            fullfn = None
-            for i in range(500):
-                fn = f"{basecount + i:05}" if basename == "" else f"{basename}-{basecount + i:04}"
-                fullfn = os.path.join(path, f"{fn}{file_decoration}.{extension}")
-                if not os.path.exists(fullfn):
-                    break
-        else:
-            fullfn = os.path.join(path, f"{file_decoration}.{extension}")
-    else:
+    if forced_filename is not None:
         fullfn = os.path.join(path, f"{forced_filename}.{extension}")
+    else:
+        decoration = namegen.apply(_file_pattern(p, seed, short_filename)) + suffix
+        if opts.save_images_add_number or not decoration:
+            fullfn = _numbered_name(path, basename, f"-{decoration}" if decoration else "", extension)
+        else:
+            fullfn = os.path.join(path, f"{decoration}.{extension}")
 
-    pnginfo = existing_info or {}
+    pnginfo = {} if not existing_info else existing_info
     if info is not None:
         pnginfo[pnginfo_section_name] = info
-
     params = script_callbacks.ImageSaveParams(image, p, fullfn, pnginfo)
     script_callbacks.before_image_saved_callback(params)
+    info = params.pnginfo.get(pnginfo_section_name)
+    params.filename = _fit_name(params.filename)
 
-    image = params.image
-    fullfn = params.filename
-    info = params.pnginfo.get(pnginfo_section_name, None)
+    stem = _write(params.image, info, params, pnginfo_section_name)
+    fullfn = stem + os.path.splitext(params.filename)[1]
+    params.image.already_saved_as = fullfn
 
-    def _atomically_save_image(image_to_save, filename_without_extension, extension):
-        """save image with .tmp extension to avoid race condition when another process detects new image"""
-        temp_file_path = f"{filename_without_extension}.tmp"
-
-        save_image_with_geninfo(
-            image_to_save,
-            info,
-            temp_file_path,
-            extension,
-            existing_pnginfo=params.pnginfo,
-            pnginfo_section_name=pnginfo_section_name,
-        )
-
-        filename = filename_without_extension + extension
-        without_extension = filename_without_extension
-        if shared.opts.save_images_replace_action != "Replace":
-            n = 0
-            while os.path.exists(filename):
-                n += 1
-                without_extension = f"{filename_without_extension}-{n}"
-                filename = without_extension + extension
-        os.replace(temp_file_path, filename)
-        return without_extension
-
-    fullfn_without_extension, extension = os.path.splitext(params.filename)
-    if hasattr(os, "statvfs"):
-        max_name_len = os.statvfs(path).f_namemax
-        fullfn_without_extension = fullfn_without_extension[: max_name_len - max(4, len(extension))]
-        params.filename = fullfn_without_extension + extension
-        fullfn = params.filename
-
-    fullfn_without_extension = _atomically_save_image(image, fullfn_without_extension, extension)
-    fullfn = fullfn_without_extension + extension
-    image.already_saved_as = fullfn
-
+    txt_fullfn = None
     if opts.save_txt and info is not None:
-        txt_fullfn = f"{fullfn_without_extension}.txt"
-        with open(txt_fullfn, "w", encoding="utf8") as file:
-            file.write(f"{info}\n")
-    else:
-        txt_fullfn = None
+        txt_fullfn = f"{stem}.txt"
+        with open(txt_fullfn, "w", encoding="utf-8") as txt:
+            txt.write(f"{info}\n")
 
     script_callbacks.image_saved_callback(params)
-
     return fullfn, txt_fullfn
-
-
-def read_info_from_image(image: Image.Image) -> tuple[str | None, dict]:
-    items = (image.info or {}).copy()
-
-    geninfo = items.pop("parameters", None)
-
-    return geninfo, items
