@@ -1,9 +1,16 @@
-"""Mirror of modules/call_queue.py: `queue_lock` and the wrappers UI buttons use for GPU work (no progress API)."""
+"""Stand-in for webui v1.10.1 `modules/call_queue.py`: how UI buttons run GPU work one job at a time.
 
+`wrap_gradio_gpu_call(func)` runs `func` under `queue_lock` between `state.begin(job=…)` and `state.end()`; an
+exception becomes a report plus an error `<div>` as the last output, and every result gets the "Time taken" HTML
+appended to its last output. No progress API: the task id (a first argument "task(…)") only names the job.
+"""
+
+from __future__ import annotations
+
+import functools
 import html
 import threading
 import time
-from functools import wraps
 
 from modules import devices, errors, shared
 
@@ -11,79 +18,59 @@ queue_lock = threading.Lock()
 
 
 def wrap_queued_call(func):
-    def f(*args, **kwargs):
+    """`func` under `queue_lock`."""
+
+    @functools.wraps(func)
+    def locked(*args, **kwargs):
         with queue_lock:
-            res = func(*args, **kwargs)
+            return func(*args, **kwargs)
 
-        return res
+    return locked
 
-    return f
+
+def _task_id(args) -> str | None:
+    first = args[0] if args else None
+    return first if isinstance(first, str) and first.startswith("task(") and first.endswith(")") else None
 
 
 def wrap_gradio_gpu_call(func, extra_outputs=None):
-    @wraps(func)
-    def f(*args, **kwargs):
-        # if the first argument is a string that says "task(...)", it is treated as a job id
-        if args and type(args[0]) is str and args[0].startswith("task(") and args[0].endswith(")"):
-            id_task = args[0]
-        else:
-            id_task = None
-
+    @functools.wraps(func)
+    def as_job(*args, **kwargs):
         with queue_lock:
-            shared.state.begin(job=id_task)
-            res = func(*args, **kwargs)
-            shared.state.end()
+            shared.state.begin(job=_task_id(args))
+            try:
+                return func(*args, **kwargs)
+            finally:
+                shared.state.end()
 
-        return res
-
-    return wrap_gradio_call(f, extra_outputs=extra_outputs, add_stats=True)
+    return wrap_gradio_call(as_job, extra_outputs=extra_outputs, add_stats=True)
 
 
 def wrap_gradio_call(func, extra_outputs=None, add_stats=False):
-    @wraps(func)
-    def f(*args, **kwargs):
-        return wrap_gradio_call_no_job(func, extra_outputs, add_stats)(
-            *args, extra_outputs_array=extra_outputs, **kwargs
-        )
-
-    return f
-
-
-def wrap_gradio_call_no_job(func, extra_outputs=None, add_stats=False):
-    @wraps(func)
-    def f(*args, extra_outputs_array=extra_outputs, **kwargs):
-        t = time.perf_counter()
-
+    @functools.wraps(func)
+    def guarded(*args, extra_outputs_array=extra_outputs, **kwargs):
+        started = time.perf_counter()
         try:
-            res = list(func(*args, **kwargs))
+            outputs = list(func(*args, **kwargs))
         except Exception as e:
             errors.report(f"Error completing request\nArguments: {args} {kwargs}", exc_info=True)
-            shared.state.job = ""
-            shared.state.job_count = 0
-
-            if extra_outputs_array is None:
-                extra_outputs_array = [None, ""]
-
-            error_message = f"{type(e).__name__}: {e}"
-            res = [*extra_outputs_array, f"<div class='error'>{html.escape(error_message)}</div>"]
+            shared.state.job, shared.state.job_count = "", 0
+            placeholders = [None, ""] if extra_outputs_array is None else list(extra_outputs_array)
+            outputs = [*placeholders, f"<div class='error'>{html.escape(f'{type(e).__name__}: {e}')}</div>"]
 
         devices.torch_gc()
+        state = shared.state
+        state.skipped = state.interrupted = state.stopping_generation = False
+        state.job_count = 0
+        if add_stats:
+            seconds = time.perf_counter() - started
+            outputs[-1] += (
+                "<div class='performance'><p class='time'>Time taken: <wbr>"
+                f"<span class='measurement'>{seconds:.1f} sec.</span></p></div>"
+            )
+        return tuple(outputs)
 
-        shared.state.skipped = False
-        shared.state.interrupted = False
-        shared.state.stopping_generation = False
-        shared.state.job_count = 0
+    return guarded
 
-        if not add_stats:
-            return tuple(res)
 
-        elapsed = time.perf_counter() - t
-        # last item is always HTML
-        res[-1] += (
-            f"<div class='performance'><p class='time'>Time taken: <wbr><span class='measurement'>"
-            f"{elapsed:.1f} sec.</span></p></div>"
-        )
-
-        return tuple(res)
-
-    return f
+wrap_gradio_call_no_job = wrap_gradio_call
