@@ -170,10 +170,12 @@ def _on_click(image, prompt, tokens, t, layer, output, noise, seed, latent, head
         settings = _settings(prompt, tokens, t, layer, output, noise, seed, latent, heads, opacity, colormap, size)
         shown = run(image, settings, save=bool(save), per_item=bool(per))
     except DumpUnetError as err:
-        return None, [], _table_or_empty(prompt), refresh, _message(str(err), error=True)
+        hidden = gr.update(value=[], visible=False)
+        return None, hidden, _table_or_empty(prompt), refresh, _message(str(err), error=True)
     note = f"{shown['info']}" + (f"\nSaved: {shown['saved']}" if shown["saved"] else "")
     items = [(Image.fromarray(img), label) for label, img in shown["items"]]
-    return shown["image"], items, shown["tokens"], refresh, _message(note, error=False)
+    gallery = gr.update(value=items, visible=bool(items))
+    return shown["image"], gallery, shown["tokens"], refresh, _message(note, error=False)
 
 
 def _table_or_empty(prompt: str) -> list[list]:
@@ -263,7 +265,7 @@ def _more_section() -> dict[str, Any]:
 def _outputs_section() -> dict[str, Any]:
     w: dict[str, Any] = {}
     w["output_image"] = gr.Image(label="Output", interactive=False, elem_id="vxa_output")
-    w["gallery"] = gr.Gallery(label="One map per item", elem_id="vxa_items", columns=4)
+    w["gallery"] = gr.Gallery(label="One map per item", elem_id="vxa_items", columns=4, visible=False)
     w["message"] = gr.HTML(elem_id="vxa_message")
     return w
 
@@ -283,7 +285,7 @@ def build() -> tuple[gr.Blocks, dict[str, Any]]:
         inputs = [w[k] for k in (*order, "opacity", "colormap", "size", "per_item", "save")]
         outputs = [w["output_image"], w["gallery"], w["table"], w["layer"], w["message"]]
         w["button"].click(
-            fn=call_queue.wrap_gradio_gpu_call(_on_click, extra_outputs=[None, [], [], gr.update()]),
+            fn=call_queue.wrap_gradio_gpu_call(_on_click, extra_outputs=[None, gr.update(), [], gr.update()]),
             inputs=inputs,
             outputs=outputs,
         )
