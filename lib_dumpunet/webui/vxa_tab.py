@@ -54,7 +54,19 @@ from lib_dumpunet.webui.host import loaded_model, unet_of
 from lib_dumpunet.webui.tokens import token_table
 from lib_dumpunet.webui.vxa_host import WebuiVxaHost
 
-__all__ = ["API_ROUTE", "TAB_ID", "TAB_TITLE", "VxaRun", "add_api", "layers_now", "on_ui_tabs", "register", "run"]
+__all__ = [
+    "API_ROUTE",
+    "TAB_ID",
+    "TAB_TITLE",
+    "VxaRun",
+    "add_api",
+    "layers_now",
+    "on_ui_tabs",
+    "register",
+    "run",
+    "token_inspector",
+    "token_inspector_section",
+]
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +222,19 @@ def token_inspector(prompt: gr.Textbox, *, elem_id: str) -> gr.Dataframe:
     note = gr.HTML(elem_id=f"{elem_id}_message")
     prompt.change(fn=inspect_tokens, inputs=[prompt], outputs=[table, note], show_progress=False)
     return table
+
+
+def token_inspector_section(elem_id: str) -> gr.Dataframe:
+    """A closed accordion with a prompt box and its token table, for tabs that have no prompt of their own (the
+    Attention tab): which column of a Q*K map is which token."""
+    with gr.Accordion("Token inspector", open=False, elem_id=elem_id):
+        prompt = gr.Textbox(
+            label="Prompt to inspect",
+            lines=2,
+            placeholder="Paste a prompt to see its tokens, their Q*K columns, words, chunks, weights and embeddings",
+            elem_id=f"{elem_id}-prompt",
+        )
+        return token_inspector(prompt, elem_id=f"{elem_id}-table")
 
 
 def _inputs_section() -> dict[str, Any]:
