@@ -128,10 +128,10 @@ def _save(result: VxaResult) -> str | None:
 
 
 def run(image: Any, settings: VxaSettings, *, save: bool = False, per_item: bool = False) -> dict[str, Any]:
-    """Run VXA on the loaded model under the webui's queue lock; what the tab and the API show."""
+    """Run VXA on the loaded model; what the tab and the API show. The caller holds the webui's queue lock (the
+    button through `wrap_gradio_gpu_call`, the API route itself)."""
     job = VxaRun(image, settings, save=save)
-    with call_queue.queue_lock:
-        result = job()
+    result = job()
     return {
         "image": result.render(),
         "items": result.per_item() if per_item else [],
@@ -371,9 +371,9 @@ def api_vxa(body: dict[str, Any]) -> dict[str, Any]:
         msg = "the request body must be a JSON object"
         raise DumpUnetError(msg)
     settings = api_settings(body)
-    shown = run(
-        decode_image(body.get("image", "")), settings, save=bool(body.get("save")), per_item=bool(body.get("per_item"))
-    )
+    image = decode_image(body.get("image", ""))
+    with call_queue.queue_lock:
+        shown = run(image, settings, save=bool(body.get("save")), per_item=bool(body.get("per_item")))
     return {
         "image": encode_image(shown["image"]),
         "items": [{"label": label, "image": encode_image(img)} for label, img in shown["items"]],
