@@ -109,6 +109,8 @@ class OutputSettings:
     uncond: bool = False  # also capture the uncond (negative prompt) rows
     fp16: bool = False  # keep captured tensors as fp16 (half the memory)
     debug: bool = False  # "log to stderr"
+    # Gallery maps whose longer side is shorter than this are enlarged (nearest, whole factors); 0 = never.
+    display_min: int = 256
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,10 @@ _TEXT_LIMITS = {
 }
 
 
+# The largest value of each whole-number setting.
+_MAX_INT = {"output.display_min": 4096}
+
+
 def text_limit(path: str) -> int:
     """The most characters the text setting `path` may hold."""
     limit = _TEXT_LIMITS.get(path.rpartition(".")[2])
@@ -208,6 +214,11 @@ def _check(f: Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise bad("a finite number")
         return float(value)
+    if f.type is int:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole or not 0 <= value <= _MAX_INT[f.path]:
+            raise bad(f"a whole number from 0 to {_MAX_INT[f.path]}")
+        return int(value)
     if f.type is str:
         if value is None:
             return ""

@@ -76,7 +76,7 @@ def test_capture_leaves_the_image_bit_identical(w):
 
 
 def test_hires_fix_is_its_own_pass(w):
-    args = section_args(w, features("M00", **{"features.steps": "2"}))
+    args = section_args(w, features("M00", **{"features.steps": "2", "output.display_min": 0}))  # native sizes
     p = w.txt2img(args, enable_hr=True, hr_scale=2, hr_upscaler="Latent", hr_second_pass_steps=3, steps=2)
     processed = w.run(p)
     assert map_labels(w, processed) == [None, "M00, step 2, U-Net features", "M00, step 2, U-Net features, hires pass"]

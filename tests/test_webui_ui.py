@@ -26,6 +26,10 @@ def by_id(w, elem_id: str):
     return next(b for b in w.demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
 
 
+def by_class(w, name: str):
+    return next(b for b in w.demo.blocks.values() if name in (getattr(b, "elem_classes", None) or []))
+
+
 def event_for(w, component, value):
     """Call the function the UI attached to `component`'s change event with `value`."""
     for fn in w.demo.fns:
@@ -49,6 +53,24 @@ def test_both_entries_in_both_tabs(w, is_img2img):
     dropdown, section = script(w, SCRIPT, is_img2img=is_img2img), script(w, SECTION, is_img2img=is_img2img)
     assert dropdown.args_to - dropdown.args_from == len(FIELDS)
     assert section.args_to - section.args_from == 1 + len(FIELDS)
+
+
+def test_every_element_id_of_ours_is_unique_in_the_page(w):
+    """Both tabs, both entries: no id twice. gradio 3.41 puts an HTML component's id on two nested elements, so
+    ours have none (classes instead)."""
+    blocks = list(w.demo.blocks.values())
+    ours = [b.elem_id for b in blocks if str(getattr(b, "elem_id", None) or "").startswith("dumpunet")]
+    assert len(ours) >= 150, "every input of both entries in both tabs"
+    assert len(ours) == len(set(ours)), sorted({i for i in ours if ours.count(i) > 1})
+    others = [b.elem_id for b in blocks if getattr(b, "elem_id", None) and b.elem_id not in ours]
+    assert not set(ours) & set(others)
+    html_with_ids = [b.elem_id for b in blocks if isinstance(b, gr.HTML) and str(b.elem_id or "").startswith("dump")]
+    assert html_with_ids == []
+    for tab in ("txt2img", "img2img"):
+        for prefix in (f"dumpunet-{tab}", f"dumpunet-{tab}-section"):
+            for panel in ("features", "attention", "layerprompt-diff"):
+                assert by_class(w, f"{prefix}-{panel}-layerinfo") is not None
+                assert by_class(w, f"{prefix}-{panel}-colorization-desc") is not None
 
 
 def test_controls_carry_the_declared_defaults_in_order(w):
@@ -134,7 +156,7 @@ def test_info_never_starts_loading_a_model(w, monkeypatch):
 
 def test_info_follows_the_size_sliders(w):
     width = by_id(w, "txt2img_width")
-    info = by_id(w, "dumpunet-txt2img-features-layerinfo")
+    info = by_class(w, "dumpunet-txt2img-features-layerinfo")
     wired = [fn for fn in w.demo.fns if info in fn.outputs and width in fn.inputs]
     assert wired, "changing the width refreshes the panel"
     inputs = wired[0].inputs

@@ -325,8 +325,8 @@ class Engine:
         }
         output = run.request.settings.output
         if output.save_images and not getattr(p, "do_not_save_samples", False):
-            outputs.save_maps(p, run.maps, run.files, run.owners, run.save_folder)
-        outputs.insert_maps(processed, run.maps, positions, extras)
+            outputs.save_maps(p, outputs.for_saving(run.maps), run.files, run.owners, run.save_folder)
+        outputs.insert_maps(processed, outputs.for_gallery(run.maps, output.display_min), positions, extras)
         if getattr(p, CELL, None) == "map":
             outputs.map_first(processed, run.maps.get(0, ()))
         for comment in run.comments:

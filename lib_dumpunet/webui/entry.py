@@ -167,5 +167,6 @@ def _run_difference(p: Any, settings: JobSettings) -> Any:
     (_, base, base_run), (q, lp, lp_run) = results
     diffs = difference_maps(base_run.job, lp_run.job)
     if settings.output.save_images and not getattr(q, "do_not_save_samples", False):
-        outputs.save_maps(q, diffs, lp_run.files, lp_run.owners, lp_run.save_folder)
-    return outputs.merge_difference(base, lp, diffs, q, lp_run.owners)
+        outputs.save_maps(q, outputs.for_saving(diffs), lp_run.files, lp_run.owners, lp_run.save_folder)
+    gallery = outputs.for_gallery(diffs, settings.output.display_min)
+    return outputs.merge_difference(base, lp, gallery, q, lp_run.owners)

@@ -1,8 +1,18 @@
 """The job's settings in the image's infotext, and back into the UI ("PNG Info → Send to txt2img").
 
-One infotext entry, `Dump U-Net: {...}`, holds the settings that differ from their defaults as JSON (the webui
-quotes it). Pasting restores them into the always-visible section: each input gets its value, or its default when
-the image was made with Dump U-Net but left that setting alone; an image without the entry switches the section off.
+One infotext entry holds the settings that differ from their defaults, in the webui's own `key: value` style:
+
+    Dump U-Net: "features.enabled: True, features.layers: IN00-OUT11, features.colors.gain: 2.5, attention.outputs: K"
+
+Keys are the settings' paths (as the API takes them), booleans are True/False, several choices are joined by `+`, and
+text is written as it is — only a text that could be mistaken for the next key (it contains `, some.key: `), starts
+with a quote or a blank, ends with a blank, or is empty is written as a JSON string. The webui quotes the whole value.
+Entries written as a JSON object (`{"features.layers": …}`, by earlier versions) are still read.
+
+Pasting restores the settings into the always-visible section: each input gets its value, or its default when the
+image was made with Dump U-Net but left that setting alone; an image without the entry switches the section off.
+Pasting never raises: an entry that cannot be read changes nothing, and a setting that cannot be read (an unknown
+key, a value of the wrong kind, a text over its limit) is left as it is; both are logged.
 
 "Send to img2img" from the txt2img gallery copies inputs from tab to tab instead, matching the names in
 `infotext_fields` against the scripts' `paste_field_names`. Each setting's paste function is that name: one function
@@ -14,6 +24,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +42,25 @@ INFOTEXT_KEY = "Dump U-Net"
 MAX_INFOTEXT_LENGTH = 65536
 
 
+_KEY = re.compile(r"([a-z_]+(?:\.[a-z_]+)+): ")
+_NEXT_KEY = re.compile(r", (?=[a-z_]+(?:\.[a-z_]+)+: )")
+_TYPES = {f.path: f.type for f in FIELDS}
+
+
 def encode(settings: JobSettings) -> str:
-    return json.dumps(changed_values(settings), separators=(",", ":"), ensure_ascii=False)
+    """The entry's value: 'path: value' for every setting that differs from its default, in field order."""
+    return ", ".join(f"{path}: {_text(value)}" for path, value in changed_values(settings).items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "+".join(value)
+    if isinstance(value, bool | int | float):
+        return str(value)
+    text = str(value)
+    if not text or text != text.strip() or text.startswith('"') or _NEXT_KEY.search(text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 @dataclass(frozen=True)
@@ -63,11 +92,57 @@ def _read_text(raw: str) -> _Entry | None:
     """One paste calls every setting's function with the same text: it is read once."""
     if len(raw) > MAX_INFOTEXT_LENGTH:
         return _unreadable_entry()
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+    if raw.lstrip().startswith("{"):  # the JSON object of earlier versions
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return _unreadable_entry()
+        return _read(data) if isinstance(data, dict) else _unreadable_entry()
+    pairs = _pairs(raw)
+    if pairs is None:
         return _unreadable_entry()
-    return _read(data) if isinstance(data, dict) else _unreadable_entry()
+    return _read({path: _typed(path, text) for path, text in pairs.items()})
+
+
+def _pairs(raw: str) -> dict[str, str] | None:
+    """'a.b: x, c.d: "y"' → {"a.b": "x", "c.d": "y"}; None when the text is not in that form. Reads left to right."""
+    pairs: dict[str, str] = {}
+    pos, decoder = 0, json.JSONDecoder()
+    while pos < len(raw):
+        key = _KEY.match(raw, pos)
+        if key is None:
+            return None
+        pos = key.end()
+        if raw.startswith('"', pos):
+            try:
+                value, end = decoder.raw_decode(raw, pos)
+            except ValueError:
+                return None
+            if not isinstance(value, str) or (end < len(raw) and not raw.startswith(", ", end)):
+                return None
+        else:
+            following = _NEXT_KEY.search(raw, pos)
+            end = following.start() if following else len(raw)
+            value = raw[pos:end]
+        pairs[key.group(1)] = value
+        pos = end + 2 if end < len(raw) else end
+    return pairs
+
+
+def _typed(path: str, text: str) -> Any:
+    """A value written by `_text`, as its setting's type (unknown paths and unreadable numbers stay text, for
+    `check_value` to refuse)."""
+    kind = _TYPES.get(path)
+    if kind is bool:
+        return {"True": True, "False": False}.get(text, text)
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+    if typing.get_origin(kind) is tuple:
+        return [part for part in text.split("+") if part]
+    return text
 
 
 def _unreadable_entry() -> _Entry | None:

@@ -7,10 +7,17 @@ seed and infotext (plus a "Dump U-Net map" entry naming block, step and kind), a
 Disk ("Save generated images"): through the webui's own `images.save_image`. A map is named after its image's file
 (same number and seed) with a suffix such as `-dumpunet-unet-IN04-005`; where the image itself was not saved, the
 webui's file-name pattern and numbering are used with that suffix.
+
+Image modes: maps are rendered as palette images ("P"), which the webui PNG-encodes (gallery files, API answers,
+saved files) several times faster than RGB. Where the webui's image format is not PNG — PIL cannot write P as JPEG
+and the webui's savers do not convert it — and where the webui would also re-save a big map as a JPEG copy, maps are
+handed over as RGB (`deliverable`). Gallery maps smaller than the display minimum are enlarged first (`for_gallery`);
+saved files keep the maps' own size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +25,13 @@ from typing import Any
 from modules import images, infotext_utils, shared
 from PIL import Image
 
-from lib_dumpunet.render import MapImage
+from lib_dumpunet.render import MapImage, enlarge
 
 __all__ = [
     "MAP_KEY",
+    "deliverable",
+    "for_gallery",
+    "for_saving",
     "image_positions",
     "images_after_each",
     "insert_maps",
@@ -45,6 +55,45 @@ def map_suffix(m: MapImage) -> str:
     if m.averaged:
         parts.append("avg")
     return "-".join(parts)
+
+
+def palette_format() -> bool:
+    """True when the webui writes its images as PNG, which keeps palette images as they are."""
+    return str(getattr(shared.opts, "samples_format", "png") or "png").lower().lstrip(".") == "png"
+
+
+def _jpeg_copy_possible(image: Image.Image) -> bool:
+    """True when `images.save_image` may also write a downscaled JPEG copy of `image` ("Save copy of large images as
+    JPG"): always for a map over the side limit; for others only if the PNG is over the size limit, which palette
+    maps do not reach below the side limit (a byte per pixel before compression: 16 MP for 4 MB)."""
+    opts = shared.opts
+    if not getattr(opts, "export_for_4chan", False):
+        return False
+    side = float(getattr(opts, "target_side_length", 4000) or 4000)
+    megabytes = float(getattr(opts, "img_downscale_threshold", 4.0) or 4.0)
+    return max(image.size) > side or image.width * image.height > 0.9 * megabytes * 1024 * 1024
+
+
+def deliverable(image: Image.Image) -> Image.Image:
+    """`image` in a mode the webui can write in its image format: palette images stay palette images for PNG, and
+    become RGB for JPEG and WebP or where the webui would make a JPEG copy of them."""
+    if image.mode != "P" or (palette_format() and not _jpeg_copy_possible(image)):
+        return image
+    return image.convert("RGB")
+
+
+def for_saving(maps: Mapping[int, Sequence[MapImage]]) -> dict[int, list[MapImage]]:
+    """The maps as they are written to disk: each in a mode the webui's format takes."""
+    return {i: [dataclasses.replace(m, image=deliverable(m.image)) for m in ms] for i, ms in maps.items()}
+
+
+def for_gallery(maps: Mapping[int, Sequence[MapImage]], display_min: int) -> dict[int, list[MapImage]]:
+    """The maps as the gallery (and the API) gets them: tiny ones enlarged to `display_min`, each in a mode the
+    webui's format takes."""
+    return {
+        i: [dataclasses.replace(m, image=deliverable(enlarge(m.image, display_min))) for m in ms]
+        for i, ms in maps.items()
+    }
 
 
 def map_infotext(owner: str, m: MapImage) -> str:

@@ -6,6 +6,9 @@ returns them in that order, which is the order the webui hands them back to the 
 "Selected Layer Info": the blocks the Layers field selects, with their contents and shapes at the current width and
 height, or the message of whatever is wrong with the tab's input — computed by the server (`info.tab_info`),
 refreshed as the user types, so no grammar is duplicated in JavaScript.
+
+Every `elem_id` is unique in the page: each is scoped by the UI's prefix, and HTML blocks get classes instead,
+because gradio 3.41 writes an HTML component's id on two nested elements.
 """
 
 from __future__ import annotations
@@ -245,6 +248,19 @@ def settings_tab(w: Widgets) -> None:
             info="Verbose Dump U-Net messages in the webui's console.",
         ),
     )
+    w.add(
+        "output.display_min",
+        gr.Slider(
+            0,
+            1024,
+            value=_DEFAULTS["output.display_min"],
+            step=32,
+            label="Enlarge small maps in the gallery to at least (px)",
+            elem_id=w.id("settings-display-min"),
+            info="Maps whose longer side is shorter are scaled up by a whole factor, pixels kept sharp; larger maps "
+            "never change. Saved files keep their own size. 0 = never.",
+        ),
+    )
 
 
 # --- sections shared by the output tabs ----------------------------------------------------------------------------
@@ -293,7 +309,9 @@ def colorization(w: Widgets, tab: str) -> None:
     p = f"{tab}.colors"
     ids = _ID_TABS[tab]
     with gr.Accordion("Colorization", open=False):
-        gr.HTML(f"<p class='dumpunet-description'>{_RECOMMENDED[tab]}</p>", elem_id=w.id(f"{ids}-colorization-desc"))
+        gr.HTML(
+            f"<p class='dumpunet-description'>{_RECOMMENDED[tab]}</p>", elem_classes=[w.id(f"{ids}-colorization-desc")]
+        )
         method = w.add(
             f"{p}.method",
             gr.Radio(
@@ -400,4 +418,4 @@ def dump_setting(w: Widgets, tab: str, label: str) -> None:
 
 def layer_info(w: Widgets, tab: str) -> None:
     with gr.Accordion("Selected Layer Info", open=False):
-        w.infos[tab] = gr.HTML("", elem_id=w.id(f"{_ID_TABS[tab]}-layerinfo"), elem_classes=["dumpunet-layerinfo"])
+        w.infos[tab] = gr.HTML("", elem_classes=["dumpunet-layerinfo", w.id(f"{_ID_TABS[tab]}-layerinfo")])
