@@ -649,6 +649,22 @@ class TestSharedSD1Session:
             plain, emphasised = model(["a cat"]), model(["a (cat:1.5)"])
         assert plain.shape == (1, 77, 64) and not torch.equal(plain, emphasised)
 
+    def test_a_textual_inversion_word_stands_for_its_vectors(self, sd1):
+        model, db = sd1.sd_model.cond_stage_model, sd1.sd_hijack.model_hijack.embedding_db
+        red_cat = model.encode_embedding_init_text("red cat", 2)  # the token vectors of "red" and "cat"
+        embedding = sd1.textual_inversion.textual_inversion.Embedding(red_cat, "zq")
+        embedding.vectors, embedding.shape = 2, 64  # as the webui's loader sets them
+        db.register_embedding(embedding, sd1.sd_model)
+        try:
+            chunks, count = model.tokenize_line("a zq photo")
+            with torch.no_grad():
+                replaced, spelled_out = model(["a zq photo"]), model(["a red cat photo"])
+        finally:
+            db.register_embedding_by_name(None, sd1.sd_model, "zq")
+
+        assert chunks[0].tokens[2:4] == [0, 0] and [fix.offset for fix in chunks[0].fixes] == [1] and count == 4
+        assert torch.allclose(replaced, spelled_out, atol=1e-6) and "zq" not in db.word_embeddings
+
     def test_prompt_schedules_and_alternation(self, sd1):
         schedules = sd1.prompt_parser.get_learned_conditioning_prompt_schedules
         assert schedules(["a [b:c:0.5] d"], 10)[0] == [[5, "a b d"], [10, "a c d"]]
@@ -656,6 +672,20 @@ class TestSharedSD1Session:
         assert schedules(["a [b::3]"], 10)[0] == [[3, "a b"], [10, "a "]]
         assert schedules(["[x|y]"], 3)[0] == [[1, "x"], [2, "y"], [3, "x"]]
         assert schedules(["a (b:1.2) [c] [unbalanced"], 10)[0] == [[10, "a (b:1.2) [c] [unbalanced"]]
+        # v1.10.1's lark grammar: stray top-level brackets are text, '|' outside a bracket is unreadable
+        assert schedules(["((a][:b:c [d:3]"], 10)[0] == [[3, "((a][:b:c "], [10, "((a][:b:c d"]]
+        assert schedules(["a | [b:3]"], 10)[0] == [[10, "a | [b:3]"]]
+        assert schedules(["[fe|]male"], 3)[0] == [[1, "female"], [2, "male"], [3, "female"]]
+        # hires pass (10 + 10 steps): integers count from the first pass's end, fractions from 1.0
+        assert schedules(["a [b:1.5] c", "a [b:15] c"], 10, 10) == [[[5, "a  c"], [10, "a b c"]]] * 2
+        assert sd1.prompt_parser.parse_prompt_attention(r"\(a\) (b:1.5) BREAK [c") == [
+            ["(a) ", 1.0],
+            ["b", 1.5],
+            ["", 1.0],
+            ["BREAK", -1],
+            ["", 1.0],
+            ["c", 1 / 1.1],
+        ]
         assert sd1.prompt_parser.parse_prompt_attention("an (important) word") == [
             ["an ", 1.0],
             ["important", 1.1],

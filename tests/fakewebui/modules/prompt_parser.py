@@ -1,265 +1,269 @@
-"""Mirror of modules/prompt_parser.py: prompt editing schedules, AND composition, cond reconstruction, emphasis.
+"""Stand-in for webui v1.10.1 `modules/prompt_parser.py`: prompt schedules, AND, cond batches, emphasis weights.
 
-The real module parses schedules with a lark grammar; this one uses a small recursive parser for the same syntax:
-`[to:when]`, `[from::when]`, `[from:to:when]` (integer `when` = step, with a "." = fraction of the steps, v1.10.1's
-"new" timelines; `use_old_scheduling` gives the old rule), alternation `[a|b]`, and emphasis brackets kept as text.
-A prompt it cannot parse (an unclosed bracket) is used unscheduled, as the real one does on a lark error."""
+Schedules: `[to:when]`, `[from::when]`, `[from:to:when]` and alternation `[a|b]`, nested at will. `when` with a "."
+is a fraction of the steps, without one a step number; in a hires pass (hires_steps given) fractions count from 1.0
+and steps from the first pass's count, unless `use_old_scheduling` (then `when` < 1 is a fraction of the steps of
+the pass). The webui parses with a lark grammar; here a small recursive reader accepts the same syntax, with lark's
+recovery of stray top-level brackets and colons as plain text. A prompt it cannot read (say, a `|` outside a
+bracket) is used unscheduled, as the webui does on a lark error.
+"""
 
 from __future__ import annotations
 
+import itertools
 import re
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
 
 class SdConditioning(list):
-    """A list with prompts for stable diffusion's conditioner model; also carries width/height (SDXL needs them)."""
+    """Prompts for the conditioner, with the image size (SDXL embeds it) and whether they are negative prompts;
+    unset values come from `copy_from` (default: `prompts` itself)."""
 
     def __init__(self, prompts, is_negative_prompt=False, width=None, height=None, copy_from=None):
-        super().__init__()
-        self.extend(prompts)
-
-        if copy_from is None:
-            copy_from = prompts
-
-        self.is_negative_prompt = is_negative_prompt or getattr(copy_from, "is_negative_prompt", False)
-        self.width = width or getattr(copy_from, "width", None)
-        self.height = height or getattr(copy_from, "height", None)
+        super().__init__(prompts)
+        source = prompts if copy_from is None else copy_from
+        self.is_negative_prompt = is_negative_prompt or getattr(source, "is_negative_prompt", False)
+        self.width = width or getattr(source, "width", None)
+        self.height = height or getattr(source, "height", None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # schedules
 
 
+class _Unreadable(ValueError):
+    """The prompt is not in the schedule syntax; it is used as it is."""
+
+
 @dataclass
-class _Scheduled:
-    before: list | None
+class _Edit:
+    """`[before:after:when]`; `step` is filled in once the number of steps is known."""
+
+    before: list
     after: list
     when: str
     step: int = 0
 
 
 @dataclass
-class _Alternate:
-    options: list
+class _Cycle:
+    """`[a|b|…]`: option (step - 1) mod n at each step."""
+
+    options: list = field(default_factory=list)
 
 
-class _ParseError(Exception):
-    pass
+_WHEN = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*")
+_PLAIN_RUN = re.compile(r"[^\\()\[\]:|]+")
 
 
-_re_number = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*")
+class _Reader:
+    """Recursive descent over one prompt; nodes are str, `_Edit` or `_Cycle`."""
 
-
-class _ScheduleParser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.pos = 0
 
-    def parse(self) -> list:
-        nodes, i = self.sequence(0, frozenset())
-        assert i == len(self.text)
+    def read(self) -> list:
+        return self.sequence(stops="")
+
+    def sequence(self, stops: str) -> list:
+        """Nodes up to (not past) the first character in `stops`; `stops` is "" only at the top level, where
+        stray closers and colons are plain text."""
+        nodes: list = []
+        text = self.text
+        while self.pos < len(text):
+            ch = text[self.pos]
+            run = _PLAIN_RUN.match(text, self.pos)
+            if run:
+                nodes.append(run.group())
+                self.pos = run.end()
+            elif ch in stops:
+                break
+            elif ch == "\\":
+                if text[self.pos + 1 : self.pos + 2] in ("", "\n"):
+                    raise _Unreadable(f"backslash escapes nothing at {self.pos}")
+                nodes.append(text[self.pos : self.pos + 2])  # escapes stay for parse_prompt_attention
+                self.pos += 2
+            elif ch in "([":
+                nodes.append(self.group_or_stray() if not stops else self.group())
+            elif ch in ":)]" and not stops:
+                nodes.append(ch)
+                self.pos += 1
+            else:
+                raise _Unreadable(f"{ch!r} at {self.pos}")
         return nodes
 
-    def sequence(self, i: int, stops: frozenset) -> tuple[list, int]:
-        nodes: list = []
-        plain = ""
-        text = self.text
-        while i < len(text):
-            ch = text[i]
-            if ch in stops:
-                break
-            if ch == "\\" and i + 1 < len(text):
-                plain += text[i : i + 2]
-                i += 2
-                continue
-            if ch in "([":
-                if plain:
-                    nodes.append(plain)
-                    plain = ""
-                inner, i = self.parens(i + 1) if ch == "(" else self.brackets(i + 1)
-                nodes.extend(inner)
-                continue
-            plain += ch
-            i += 1
-        if plain:
-            nodes.append(plain)
-        return nodes, i
+    def group(self) -> Any:
+        self.pos += 1
+        if self.text[self.pos - 1] == "[":
+            return self.bracket()
+        inner = ["(", *self.sequence(":)")]
+        if self.text.startswith(":", self.pos):  # `(text:weight)`: one colon, more make it unreadable
+            self.pos += 1
+            inner += [":", *self.sequence(":)")]
+        self.expect(")")
+        return [*inner, ")"]
 
-    def parens(self, i: int) -> tuple[list, int]:
-        inner, i = self.sequence(i, frozenset(")"))
-        if i >= len(self.text):
-            raise _ParseError
-        return ["(", *inner, ")"], i + 1
+    def group_or_stray(self) -> Any:
+        """At the top level an opener that starts no readable group is plain text (lark's `start` rule)."""
+        start = self.pos
+        try:
+            return self.group()
+        except (_Unreadable, RecursionError):
+            self.pos = start + 1
+            return self.text[start]
 
-    def brackets(self, i: int) -> tuple[list, int]:
-        parts, seps = [], []
-        while True:
-            nodes, i = self.sequence(i, frozenset(":|]"))
-            parts.append(nodes)
-            if i >= len(self.text):
-                raise _ParseError
-            ch = self.text[i]
-            i += 1
-            if ch == "]":
-                break
-            seps.append(ch)
+    def expect(self, closer: str) -> None:
+        if not self.text.startswith(closer, self.pos):
+            raise _Unreadable(f"{closer!r} missing at {self.pos}")
+        self.pos += 1
 
-        if seps and all(s == "|" for s in seps):
-            return [_Alternate(parts)], i
+    def bracket(self) -> Any:
+        parts, separators = [self.sequence(":|]")], ""
+        while self.pos < len(self.text) and self.text[self.pos] in ":|":
+            separators += self.text[self.pos]
+            self.pos += 1
+            parts.append(self.sequence(":|]"))
+        self.expect("]")
+        if "|" in separators:
+            if ":" in separators:
+                raise _Unreadable("'|' and ':' in one bracket")
+            return _Cycle(parts)
         last = parts[-1]
-        when = _re_number.fullmatch(last[0]) if len(last) == 1 and isinstance(last[0], str) else None
-        if seps and all(s == ":" for s in seps) and len(seps) <= 2 and when is not None:
-            before = parts[0] if len(seps) == 2 else None
-            return [_Scheduled(before, parts[-2], when.group(1))], i
-
-        literal: list = ["["]
-        for k, part in enumerate(parts):
-            literal.extend(part)
-            if k < len(seps):
-                literal.append(seps[k])
-        return [*literal, "]"], i
+        when = _WHEN.fullmatch(last[0]) if len(last) == 1 and isinstance(last[0], str) else None
+        if when and len(separators) in (1, 2):
+            return _Edit(before=parts[0] if len(separators) == 2 else [], after=parts[-2], when=when.group(1))
+        literal: list = ["["]  # `[emphasis]`, or colons around something that is not a number
+        for part, sep in itertools.zip_longest(parts, separators, fillvalue=""):
+            literal += [*part, sep]
+        return [*literal, "]"]
 
 
-def _walk(nodes: list):
+def _nodes_below(nodes: list):
     for node in nodes:
-        if isinstance(node, _Scheduled):
+        if isinstance(node, list):
+            yield from _nodes_below(node)
+        elif isinstance(node, _Edit):
             yield node
-            yield from _walk(node.before or [])
-            yield from _walk(node.after)
-        elif isinstance(node, _Alternate):
+            yield from _nodes_below(node.before + node.after)
+        elif isinstance(node, _Cycle):
             yield node
-            for option in node.options:
-                yield from _walk(option)
+            yield from _nodes_below(node.options)
 
 
-def _render(nodes: list, step: int) -> str:
+def _text_at(nodes: list, step: int) -> str:
     out = []
     for node in nodes:
         if isinstance(node, str):
             out.append(node)
-        elif isinstance(node, _Scheduled):
-            out.append(_render(node.before or [], step) if step <= node.step else _render(node.after, step))
+        elif isinstance(node, list):
+            out.append(_text_at(node, step))
+        elif isinstance(node, _Edit):
+            out.append(_text_at(node.before if step <= node.step else node.after, step))
         else:
-            out.append(_render(node.options[(step - 1) % len(node.options)], step))
+            out.append(_text_at(node.options[(step - 1) % len(node.options)], step))
     return "".join(out)
 
 
 def get_learned_conditioning_prompt_schedules(prompts, base_steps, hires_steps=None, use_old_scheduling=False):
-    """
-    >>> g = lambda p: get_learned_conditioning_prompt_schedules([p], 10)[0]
-    >>> g("a [b:3]")
-    [[3, 'a '], [10, 'a b']]
-    >>> g("a [b:c:0.5] d")
+    """For each prompt, `[[end_at_step, text], …]`: the text to use up to and including each step.
+
+    >>> get_learned_conditioning_prompt_schedules(["a [b:c:0.5] d"], 10)[0]
     [[5, 'a b d'], [10, 'a c d']]
     """
-    if hires_steps is None or use_old_scheduling:
-        int_offset = 0
-        flt_offset = 0
-        steps = base_steps
-    else:
-        int_offset = base_steps
-        flt_offset = 1.0
-        steps = hires_steps
+    hires = hires_steps is not None and not use_old_scheduling
+    steps = hires_steps if hires else base_steps
+    step_origin, fraction_origin = (base_steps, 1.0) if hires else (0, 0.0)
 
-    def get_schedule(prompt):
+    def edit_step(when: str) -> int:
+        value = float(when)
+        if use_old_scheduling:
+            value = value * steps if value < 1 else value
+        elif "." in when:
+            value = (value - fraction_origin) * steps
+        else:
+            value -= step_origin
+        return min(steps, int(value))
+
+    def schedule(prompt: str) -> list:
         try:
-            tree = _ScheduleParser(prompt).parse()
-        except _ParseError:
+            tree = _Reader(prompt).read()
+        except (_Unreadable, RecursionError):
             return [[steps, prompt]]
-
-        res = {steps}
-        for node in _walk(tree):
-            if isinstance(node, _Alternate):
-                res.update(range(1, steps + 1))
+        ends = {steps}
+        for node in _nodes_below(tree):
+            if isinstance(node, _Cycle):
+                ends.update(range(1, steps + 1))
                 continue
-            v = float(node.when)
-            if use_old_scheduling:
-                v = v * steps if v < 1 else v
-            elif "." in node.when:
-                v = (v - flt_offset) * steps
-            else:
-                v = v - int_offset
-            node.step = min(steps, int(v))
+            node.step = edit_step(node.when)
             if node.step >= 1:
-                res.add(node.step)
+                ends.add(node.step)
+        return [[end, _text_at(tree, end)] for end in sorted(ends)]
 
-        return [[t, _render(tree, t)] for t in sorted(res)]
-
-    promptdict = {prompt: get_schedule(prompt) for prompt in set(prompts)}
-    return [promptdict[prompt] for prompt in prompts]
+    known = {prompt: schedule(prompt) for prompt in dict.fromkeys(prompts)}
+    return [known[prompt] for prompt in prompts]
 
 
 class ScheduledPromptConditioning(NamedTuple):
     end_at_step: int
-    cond: object
+    cond: Any  # a tensor (tokens, width), or SDXL's dict of them
 
 
 def get_learned_conditioning(
     model, prompts: SdConditioning | list[str], steps, hires_steps=None, use_old_scheduling=False
 ):
-    """converts a list of prompts into a list of prompt schedules - each schedule is a list of
-    ScheduledPromptConditioning, specifying the condition (cond), and the sampling step at which this condition is
-    to be replaced by the next one. Every distinct prompt is encoded once, all its schedule texts in one call."""
-    res = []
-
-    prompt_schedules = get_learned_conditioning_prompt_schedules(prompts, steps, hires_steps, use_old_scheduling)
-    cache = {}
-
-    for prompt, prompt_schedule in zip(prompts, prompt_schedules, strict=True):
-        cached = cache.get(prompt)
-        if cached is not None:
-            res.append(cached)
+    """One schedule of `ScheduledPromptConditioning` per prompt. Each distinct prompt costs one
+    `model.get_learned_conditioning` call with all its schedule's texts."""
+    schedules = get_learned_conditioning_prompt_schedules(prompts, steps, hires_steps, use_old_scheduling)
+    encoded: dict[str, list[ScheduledPromptConditioning]] = {}
+    for prompt, schedule in zip(prompts, schedules, strict=True):
+        if prompt in encoded:
             continue
+        conds = model.get_learned_conditioning(SdConditioning([text for _, text in schedule], copy_from=prompts))
+        encoded[prompt] = [
+            ScheduledPromptConditioning(end, _row(conds, index)) for index, (end, _) in enumerate(schedule)
+        ]
+    return [encoded[prompt] for prompt in prompts]
 
-        texts = SdConditioning([x[1] for x in prompt_schedule], copy_from=prompts)
-        conds = model.get_learned_conditioning(texts)
 
-        cond_schedule = []
-        for i, (end_at_step, _) in enumerate(prompt_schedule):
-            cond = {k: v[i] for k, v in conds.items()} if isinstance(conds, dict) else conds[i]
-            cond_schedule.append(ScheduledPromptConditioning(end_at_step, cond))
+def _row(conds: Any, index: int) -> Any:
+    return {key: value[index] for key, value in conds.items()} if isinstance(conds, dict) else conds[index]
 
-        cache[prompt] = cond_schedule
-        res.append(cond_schedule)
 
-    return res
-
+# ---------------------------------------------------------------------------------------------------------------------
+# AND
 
 re_AND = re.compile(r"\bAND\b")
-re_weight = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+_SUBPROMPT_WEIGHT = re.compile(r":\s*([-+]?(?:\d+\.?|\d*\.\d+))$")
+
+
+def _split_weight(subprompt: str) -> tuple[str, float]:
+    """ "a cat :1.5 " → ("a cat", 1.5); without a trailing weight the weight is 1."""
+    text = subprompt.rstrip()
+    weight = _SUBPROMPT_WEIGHT.search(text)
+    if weight is None:
+        return text, 1.0
+    return text[: weight.start()].rstrip(), float(weight.group(1))
 
 
 def get_multicond_prompt_list(prompts: SdConditioning | list[str]):
-    res_indexes = []
-
-    prompt_indexes = {}
-    prompt_flat_list = SdConditioning(prompts)
-    prompt_flat_list.clear()
-
+    """Per prompt its `(index, weight)` pairs, the flat list of distinct sub-prompts (an `SdConditioning` like
+    `prompts`), and the sub-prompt → index map."""
+    flat = SdConditioning([], copy_from=prompts)
+    index_of: dict[str, int] = {}
+    per_prompt = []
     for prompt in prompts:
-        subprompts = re_AND.split(prompt)
-
-        indexes = []
-        for subprompt in subprompts:
-            match = re_weight.search(subprompt)
-
-            text, weight = match.groups() if match is not None else (subprompt, 1.0)
-
-            weight = float(weight) if weight is not None else 1.0
-
-            index = prompt_indexes.get(text)
-            if index is None:
-                index = len(prompt_flat_list)
-                prompt_flat_list.append(text)
-                prompt_indexes[text] = index
-
-            indexes.append((index, weight))
-
-        res_indexes.append(indexes)
-
-    return res_indexes, prompt_flat_list, prompt_indexes
+        pairs = []
+        for text, weight in map(_split_weight, re_AND.split(prompt)):
+            if text not in index_of:
+                index_of[text] = len(flat)
+                flat.append(text)
+            pairs.append((index_of[text], weight))
+        per_prompt.append(pairs)
+    return per_prompt, flat, index_of
 
 
 class ComposableScheduledPromptConditioning:
@@ -270,180 +274,130 @@ class ComposableScheduledPromptConditioning:
 
 class MulticondLearnedConditioning:
     def __init__(self, shape, batch):
-        self.shape: tuple = shape  # the shape field is needed to send this object to DDIM/PLMS
+        self.shape: tuple = shape  # (number of prompts,)
         self.batch: list[list[ComposableScheduledPromptConditioning]] = batch
 
 
 def get_multicond_learned_conditioning(
     model, prompts, steps, hires_steps=None, use_old_scheduling=False
 ) -> MulticondLearnedConditioning:
-    """same as get_learned_conditioning, but returns a list of ScheduledPromptConditioning along with the weight
-    objects for each prompt. For each prompt, the list is obtained by splitting the prompt using the AND separator."""
-    res_indexes, prompt_flat_list, prompt_indexes = get_multicond_prompt_list(prompts)
+    """Like `get_learned_conditioning`, for prompts made of weighted `AND` parts (each distinct part encoded once)."""
+    per_prompt, flat, _ = get_multicond_prompt_list(prompts)
+    schedules = get_learned_conditioning(model, flat, steps, hires_steps, use_old_scheduling)
+    batch = [
+        [ComposableScheduledPromptConditioning(schedules[i], weight) for i, weight in pairs] for pairs in per_prompt
+    ]
+    return MulticondLearnedConditioning(shape=(len(prompts),), batch=batch)
 
-    learned_conditioning = get_learned_conditioning(model, prompt_flat_list, steps, hires_steps, use_old_scheduling)
 
-    res = []
-    for indexes in res_indexes:
-        res.append([ComposableScheduledPromptConditioning(learned_conditioning[i], weight) for i, weight in indexes])
-
-    return MulticondLearnedConditioning(shape=(len(prompts),), batch=res)
+# ---------------------------------------------------------------------------------------------------------------------
+# batches of conds at a step
 
 
 class DictWithShape(dict):
+    """SDXL's cond dict, with the `shape` of its "crossattn" entry."""
+
     def __init__(self, x, shape=None):
-        super().__init__()
-        self.update(x)
+        super().__init__(x)
 
     @property
     def shape(self):
         return self["crossattn"].shape
 
 
-def _schedule_index(schedules, current_step):
-    for current, entry in enumerate(schedules):
-        if current_step <= entry.end_at_step:
-            return current
-    return 0
+def _cond_at(schedule: list[ScheduledPromptConditioning], current_step: int) -> Any:
+    """The cond whose range holds `current_step` (the first one past the end)."""
+    return next((entry.cond for entry in schedule if current_step <= entry.end_at_step), schedule[0].cond)
+
+
+def _stack(rows: list, stack) -> Any:
+    if isinstance(rows[0], dict):
+        return DictWithShape({key: stack([row[key] for row in rows]) for key in rows[0]})
+    return stack(rows)
 
 
 def reconstruct_cond_batch(c: list[list[ScheduledPromptConditioning]], current_step):
-    param = c[0][0].cond
-    is_dict = isinstance(param, dict)
-
-    if is_dict:
-        dict_cond = param
-        res = {k: torch.zeros((len(c),) + v.shape, device=v.device, dtype=v.dtype) for k, v in dict_cond.items()}
-        res = DictWithShape(res, (len(c),) + dict_cond["crossattn"].shape)
-    else:
-        res = torch.zeros((len(c),) + param.shape, device=param.device, dtype=param.dtype)
-
-    for i, cond_schedule in enumerate(c):
-        target_index = _schedule_index(cond_schedule, current_step)
-        if is_dict:
-            for k, v in cond_schedule[target_index].cond.items():
-                res[k][i] = v
-        else:
-            res[i] = cond_schedule[target_index].cond
-
-    return res
+    """The (B, tokens, width) batch (or dict of batches) of each prompt's cond at `current_step`; rows must have
+    equal token counts, as in the webui."""
+    return _stack([_cond_at(schedule, current_step) for schedule in c], torch.stack)
 
 
 def stack_conds(tensors):
-    """prompts of very different lengths give conds of different token counts: repeat the last vector to match"""
-    token_count = max([x.shape[0] for x in tensors])
-    for i in range(len(tensors)):
-        if tensors[i].shape[0] != token_count:
-            last_vector = tensors[i][-1:]
-            last_vector_repeated = last_vector.repeat([token_count - tensors[i].shape[0], 1])
-            tensors[i] = torch.vstack([tensors[i], last_vector_repeated])
-
-    return torch.stack(tensors)
+    """Stack conds of different token counts by repeating each shorter one's last vector."""
+    longest = max(t.shape[0] for t in tensors)
+    padded = [torch.cat([t, t[-1:].expand(longest - t.shape[0], *t.shape[1:])]) for t in tensors]
+    return torch.stack(padded)
 
 
 def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
-    param = c.batch[0][0].schedules[0].cond
-
-    tensors = []
+    """`(conds_list, tensor)`: per prompt its `(row, weight)` pairs, and every sub-prompt's cond as one batch."""
+    rows: list = []
     conds_list = []
-
-    for composable_prompts in c.batch:
-        conds_for_batch = []
-
-        for composable_prompt in composable_prompts:
-            target_index = _schedule_index(composable_prompt.schedules, current_step)
-            conds_for_batch.append((len(tensors), composable_prompt.weight))
-            tensors.append(composable_prompt.schedules[target_index].cond)
-
-        conds_list.append(conds_for_batch)
-
-    if isinstance(tensors[0], dict):
-        keys = list(tensors[0].keys())
-        stacked = {k: stack_conds([x[k] for x in tensors]) for k in keys}
-        stacked = DictWithShape(stacked, stacked["crossattn"].shape)
-    else:
-        stacked = stack_conds(tensors).to(device=param.device, dtype=param.dtype)
-
-    return conds_list, stacked
+    for parts in c.batch:
+        conds_list.append([(len(rows) + k, part.weight) for k, part in enumerate(parts)])
+        rows += [_cond_at(part.schedules, current_step) for part in parts]
+    return conds_list, _stack(rows, stack_conds)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # emphasis
 
-re_attention = re.compile(
+_ATTENTION_TOKEN = re.compile(
     r"""
-    \\[()\[\]\\]        # escaped bracket or backslash
-    |\\                 # lone backslash
-    |\(|\[              # openers
-    |:\s*([+-]?[.\d]+)\s*\)  # ":weight)" closes a round bracket with a weight
-    |\)|]               # closers
-    |[^\\()\[\]:]+      # text
-    |:                  # a colon that is not a weight
+      (?P<escape>\\[\\()\[\]]?)           # backslash and the character it makes literal
+    | (?P<open>[(\[])
+    | (?P<weighted>:\s*(?P<weight>[+-]?[.\d]+)\s*\))
+    | (?P<close>[)\]])
+    | (?P<text>[^\\()\[\]:]+|:)
     """,
     re.X,
 )
-
-re_break = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BRACKET_FACTOR = {"(": 1.1, "[": 1 / 1.1}
 
 
 def parse_prompt_attention(text):
-    """
-    Parses a string with attention tokens and returns a list of pairs: text and its associated weight.
-      (abc) ×1.1, (abc:3.12) ×3.12, [abc] ÷1.1, \\( \\) \\[ \\] \\\\ literal characters, BREAK → ["BREAK", -1]
+    """Split a prompt into `[text, weight]` pieces: `(x)` ×1.1, `[x]` ÷1.1, `(x:w)` ×w, brackets multiply when
+    they close (unclosed ones at the end), backslash escapes make brackets literal, `BREAK` becomes
+    `["BREAK", -1]`, and neighbours of equal weight are joined.
 
-    >>> parse_prompt_attention('an (important) word')
+    >>> parse_prompt_attention("an (important) word")
     [['an ', 1.0], ['important', 1.1], [' word', 1.0]]
     """
-    res = []
-    round_brackets = []
-    square_brackets = []
+    pieces: list[list] = []
+    opened: list[tuple[str, int]] = []  # (bracket, index of its first piece)
 
-    round_bracket_multiplier = 1.1
-    square_bracket_multiplier = 1 / 1.1
+    def scale_from(start: int, factor: float) -> None:
+        for piece in pieces[start:]:
+            piece[1] *= factor
 
-    def multiply_range(start_position, multiplier):
-        for p in range(start_position, len(res)):
-            res[p][1] *= multiplier
+    def close(bracket: str, weight: str | None) -> bool:
+        """Close the innermost open `bracket`; False when none is open."""
+        for depth in range(len(opened) - 1, -1, -1):
+            if opened[depth][0] == bracket:
+                _, start = opened.pop(depth)
+                scale_from(start, _BRACKET_FACTOR[bracket] if weight is None else float(weight))
+                return True
+        return False
 
-    for m in re_attention.finditer(text):
-        token = m.group(0)
-        weight = m.group(1)
-
-        if token.startswith("\\"):
-            res.append([token[1:], 1.0])
-        elif token == "(":
-            round_brackets.append(len(res))
-        elif token == "[":
-            square_brackets.append(len(res))
-        elif weight is not None and round_brackets:
-            multiply_range(round_brackets.pop(), float(weight))
-        elif token == ")" and round_brackets:
-            multiply_range(round_brackets.pop(), round_bracket_multiplier)
-        elif token == "]" and square_brackets:
-            multiply_range(square_brackets.pop(), square_bracket_multiplier)
+    for token in _ATTENTION_TOKEN.finditer(text):
+        kind, value = token.lastgroup, token.group()
+        if kind == "escape":
+            pieces.append([value[1:], 1.0])
+        elif kind == "open":
+            opened.append((value, len(pieces)))
+        elif kind == "weighted" and close("(", token.group("weight")):
+            pass
+        elif kind == "close" and close("(" if value == ")" else "[", None):
+            pass
         else:
-            parts = re.split(re_break, token)
-            for i, part in enumerate(parts):
-                if i > 0:
-                    res.append(["BREAK", -1])
-                res.append([part, 1.0])
+            for n, part in enumerate(_BREAK.split(value)):
+                pieces += [["BREAK", -1], [part, 1.0]] if n else [[part, 1.0]]
 
-    for pos in round_brackets:
-        multiply_range(pos, round_bracket_multiplier)
+    for bracket in "([":  # unclosed: round ones first, then square ones (float products as in the webui)
+        for start in [start for kind, start in opened if kind == bracket]:
+            scale_from(start, _BRACKET_FACTOR[bracket])
 
-    for pos in square_brackets:
-        multiply_range(pos, square_bracket_multiplier)
-
-    if len(res) == 0:
-        res = [["", 1.0]]
-
-    # merge runs of identical weights
-    i = 0
-    while i + 1 < len(res):
-        if res[i][1] == res[i + 1][1]:
-            res[i][0] += res[i + 1][0]
-            res.pop(i + 1)
-        else:
-            i += 1
-
-    return res
+    if not pieces:
+        return [["", 1.0]]
+    return [["".join(t for t, _ in run), weight] for weight, run in itertools.groupby(pieces, key=lambda p: p[1])]

@@ -15,7 +15,8 @@ import torch
 
 
 class Embedding:
-    """A textual-inversion embedding: `vec` is (vectors, width), or a dict of them per encoder for SDXL."""
+    """A textual-inversion embedding: `vec` is (vectors, width), or a dict of them per encoder for SDXL; `vectors`
+    (the count) and `shape` (the width) are set by the caller."""
 
     sd_checkpoint: str | None = None
     sd_checkpoint_name: str | None = None
@@ -29,9 +30,10 @@ class Embedding:
         self.vec = vec
         self.name = name
         self.step = step
-        first = next(iter(vec.values())) if isinstance(vec, dict) else vec
-        self.shape = first.shape[-1] if isinstance(first, torch.Tensor) else None
-        self.vectors = first.shape[0] if isinstance(first, torch.Tensor) else 0
+        # as in the webui, whoever builds an embedding sets these (its loader does): the tokenizer reserves
+        # int(vectors) placeholder ids, so an embedding left at 0 takes no room in the prompt
+        self.shape: int | None = None
+        self.vectors = 0
 
     def checksum(self) -> str:
         """A short, stable fingerprint of the vectors (four hex digits)."""
