@@ -149,7 +149,8 @@ def sanitize_filename_part(text, replace_spaces=True):
 
 
 class FilenameGenerator:
-    """Expands `[name]` / `[name<arg>]` patterns; unknown names stay as they are."""
+    """Expands `[name]` / `[name<arg>]` patterns (the common ones of the webui's set); unknown names stay as
+    they are."""
 
     default_time_format = "%Y%m%d%H%M%S"
 
@@ -169,9 +170,6 @@ class FilenameGenerator:
         now = datetime.datetime.now()
         values = {
             "seed": lambda: "" if self.seed is None else self.seed,
-            "seed_first": lambda: self.seed if p.batch_size == 1 else p.all_seeds[0],
-            "seed_last": lambda: self._batch(p.all_seeds[-1], p.batch_size == 1),
-            "basename": lambda: self.basename or "img",
             "steps": lambda: p and p.steps,
             "cfg": lambda: p and p.cfg_scale,
             "width": lambda: self.image.width,
@@ -179,19 +177,14 @@ class FilenameGenerator:
             "sampler": lambda: p and sanitize_filename_part(p.sampler_name, replace_spaces=False),
             "prompt": lambda: sanitize_filename_part(self.prompt),
             "prompt_spaces": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
-            "prompt_no_styles": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
             "prompt_words": self.prompt_words,
-            "prompt_hash": lambda: _short_sha(self.prompt or "", arg, 8),
-            "image_hash": lambda: _short_sha(self.image.tobytes(), arg, None),
+            "prompt_hash": lambda: hashlib.sha256((self.prompt or "").encode()).hexdigest()[: int(arg or 8)],
             "date": lambda: now.strftime("%Y-%m-%d"),
             "datetime": lambda: self.datetime(*args),
-            "job_timestamp": lambda: getattr(p, "job_timestamp", shared.state.job_timestamp),
             "batch_number": lambda: self._batch(p.batch_index + 1, p.batch_size == 1),
             "generation_number": lambda: self._batch(
                 p.iteration * p.batch_size + p.batch_index + 1, p.n_iter == 1 and p.batch_size == 1
             ),
-            "clip_skip": lambda: opts.CLIP_stop_at_last_layers,
-            "denoising": lambda: getattr(p, "denoising_strength", None) or NOTHING_AND_SKIP_PREVIOUS_TEXT,
             "none": lambda: "",
         }
         return values[name]() if name in values else None
@@ -226,11 +219,6 @@ class FilenameGenerator:
                 continue
             out.append(f"{text}[{pattern}]" if value is None else f"{text}{value}")
         return "".join(out)
-
-
-def _short_sha(data: str | bytes, length: str | None, default: int | None) -> str:
-    raw = data.encode() if isinstance(data, str) else data
-    return hashlib.sha256(raw).hexdigest()[: int(length) if length else default]
 
 
 def get_next_sequence_number(path, basename):
