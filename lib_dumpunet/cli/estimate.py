@@ -20,9 +20,9 @@ import torch
 
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.estimate import settings as est
-from lib_dumpunet.estimate.clip_text import ClipPromptEncoder, ClipTower
+from lib_dumpunet.estimate.clip_text import ClipPromptEncoder
 from lib_dumpunet.estimate.denoise import ScheduleDenoiser
-from lib_dumpunet.estimate.model import SDXL_PARTS, SINGLE_PART, Cond
+from lib_dumpunet.estimate.model import Cond
 
 __all__ = ["add_parser", "diffusers_denoiser", "diffusers_encoder", "run_command"]
 
@@ -85,15 +85,8 @@ def settings_from_args(args: argparse.Namespace) -> est.EstimateSettings:
 
 
 def diffusers_encoder(model: Any) -> ClipPromptEncoder:
-    """The webui-style prompt encoder on a loaded diffusers model (`lib_dumpunet.diffusers.model.Model`)."""
-    tokenizers, encoders = model.text.tokenizers, model.text.encoders
-    sdxl = len(encoders) == 2
-    towers = []
-    for n, (tok, encoder) in enumerate(zip(tokenizers, encoders, strict=True)):
-        pad = tok.pad_token_id if tok.pad_token_id not in (None, tok.eos_token_id) else None
-        part = SDXL_PARTS[n] if sdxl else SINGLE_PART
-        towers.append(ClipTower(encoder, tok, part=part, hidden_layer=-2 if sdxl else None, pad_id=pad))
-    return ClipPromptEncoder(towers, vector_fn=(lambda pooled: pooled) if sdxl else None)
+    """The webui-style prompt encoder the diffusers front-end already built on the folder's encoders."""
+    return model.text.encoder
 
 
 def diffusers_denoiser(model: Any) -> tuple[ScheduleDenoiser, tuple[int, int, int, int]]:
