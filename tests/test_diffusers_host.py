@@ -65,7 +65,7 @@ EVERYTHING = {
 }
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ["sd2", *MODELS])
 def test_capturing_every_block_and_attention_leaves_the_latents_bit_identical(name, model_of, tmp_path):
     model = model_of(name)
     gen = _gen(model)
@@ -235,3 +235,16 @@ def test_emphasis_weights_the_context(model_of):
     text = model_of("sd1").text
     assert not torch.equal(text.encode("a (red:1.5) circle").context, text.encode("a red circle").context)
     assert torch.equal(text.encode("a (red:1.0) circle").context, text.encode("a red circle").context)
+
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd2"])
+def test_a_short_prompt_is_encoded_as_diffusers_pipelines_encode_it(name, model_of):
+    """(diffusers' pipelines themselves need a newer transformers than the webui's pin, so their recipe is used:
+    the tokenizer padded to 77, the text encoder's last hidden state.)"""
+    model = model_of(name)
+    tokenizer, encoder = model.text.tokenizers[0], model.text.encoders[0]
+    ids = tokenizer("a red circle", padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = encoder(ids.input_ids)[0][0]
+    assert torch.equal(model.text.encode("a red circle").context, expected)
