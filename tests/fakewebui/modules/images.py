@@ -358,3 +358,9 @@ def save_image(
 
     script_callbacks.image_saved_callback(params)
     return fullfn, txt_fullfn
+
+
+def read_info_from_image(image):
+    """(the infotext of the PNG `parameters` chunk or None, the image's other info items)."""
+    items = dict(image.info or {})
+    return items.pop("parameters", None), items
