@@ -231,19 +231,28 @@ def train_unet(batch: int, until: str | None, max_steps: int, cache_count: int) 
     unet, encoder = models.build_unet(), models.build_text_encoder()
     encoder.load_state_dict(_load("text")["model"])
     ema_unet, ema_encoder = copy.deepcopy(unet), copy.deepcopy(encoder)
+    # The token table (49408 rows, of which the world uses 20) keeps its pre-trained rows: updating it densely
+    # every step would cost more than the rest of the text encoder.
+    encoder.text_model.embeddings.token_embedding.weight.requires_grad_(False)
+    text_params = [p for p in encoder.parameters() if p.requires_grad]
     base_lr, text_lr = 8e-4, 8e-5
     opt = torch.optim.AdamW(
-        [{"params": unet.parameters(), "lr": base_lr}, {"params": encoder.parameters(), "lr": text_lr}],
+        [{"params": list(unet.parameters()), "lr": base_lr}, {"params": text_params, "lr": text_lr}],
         weight_decay=1e-2,
+        fused=True,
     )
-    step = 0
+    step = warm_from = 0
     if (state := _load("unet")) is not None:
         unet.load_state_dict(state["unet"])
         encoder.load_state_dict(state["encoder"])
         ema_unet.load_state_dict(state["ema_unet"])
         ema_encoder.load_state_dict(state["ema_encoder"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+        step = warm_from = state["step"]
+        try:
+            opt.load_state_dict(state["opt"])
+            warm_from = state.get("warm_from", 0)
+        except ValueError:
+            log.info("optimizer state does not fit the parameter groups: fresh moments, warm-up again")
     scheduler = models.build_scheduler()
     alphas = scheduler.alphas_cumprod.float()
     snr = alphas / (1 - alphas)
@@ -251,7 +260,7 @@ def train_unet(batch: int, until: str | None, max_steps: int, cache_count: int) 
     tok = tokenizer()
     empty = token_ids(tok, [""])[0].int()
     stop_at = _deadline(until)
-    saved, started, running = time.monotonic(), time.monotonic(), 0.0
+    saved, started, running = time.monotonic(), time.monotonic(), None
 
     def save() -> None:
         _save(
@@ -263,6 +272,7 @@ def train_unet(batch: int, until: str | None, max_steps: int, cache_count: int) 
                 "ema_encoder": ema_encoder.state_dict(),
                 "opt": opt.state_dict(),
                 "step": step,
+                "warm_from": warm_from,
                 "scale": scale,
             },
         )
@@ -287,16 +297,16 @@ def train_unet(batch: int, until: str | None, max_steps: int, cache_count: int) 
         pred = unet(noisy, t, context).sample
         loss = (weight[t] * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
         for group, base in zip(opt.param_groups, (base_lr, text_lr), strict=True):
-            group["lr"] = _warmup_lr(step, base, 200)
+            group["lr"] = _warmup_lr(step - warm_from, base, 200)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(encoder.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + text_params, 1.0)
         opt.step()
         decay = min(0.999, (1 + step) / (10 + step))
         _ema_update(ema_unet, unet, decay)
         _ema_update(ema_encoder, encoder, decay)
         step += 1
-        running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0:
             elapsed = time.monotonic() - started
             log.info("unet step %d loss %.4f (avg %.4f) %.2f s/step", step, loss.item(), running, elapsed / 50)

@@ -3,8 +3,9 @@
 Each pixel takes the nearest palette colour (world images are flat, so this is exact on them and tolerant of the
 soft edges a generator draws); the background is the colour most of the border has; every other colour region
 is split into 4-connected components, and components smaller than `min_area` of the image are dropped as edge
-debris. A component's shape comes from two numbers: how much of its bounding box it fills (square ≈ 1, circle
-≈ π/4) and how wide its top third is against its bottom third (an upward triangle is narrow at the top).
+debris. A component's shape comes from two numbers that survive the soft, rounded edges a small generator draws:
+where its mass sits in its bounding box (an upward triangle's centroid lies two thirds of the way down, a circle's
+or square's halfway) and how much of the box it fills (square 1, circle π/4).
 `score` matches the shapes found to the ones a scene asked for.
 """
 
@@ -22,9 +23,8 @@ _PALETTE_NAMES: tuple[str, ...] = (*COLOURS, *BACKGROUNDS)
 _PALETTE = np.array([*COLOURS.values(), *BACKGROUNDS.values()], dtype=np.float32)
 _SHAPE_COLOURS = len(COLOURS)
 
-# Decision thresholds, between the exact values of the three shapes.
-_TRIANGLE_TAPER = 0.6  # top-third width / bottom-third width: triangle ≈ 0.2, circle and square ≈ 1
-_SQUARE_FILL = 0.89  # area / bounding box: square 1.0, circle ≈ 0.785
+_TRIANGLE_CENTROID = 0.56  # centroid depth / box height: triangle 2/3, circle and square 1/2
+_SQUARE_FILL = 0.86  # area / box: square 1, circle ≈ 0.785
 _LARGE_EXTENT = 0.38  # between the small (≤ 0.34) and large (≥ 0.42) extents of the world
 
 
@@ -89,11 +89,9 @@ def _components(mask: np.ndarray) -> np.ndarray:
 def _shape_of(mask: np.ndarray, box: tuple[int, int, int, int]) -> str:
     top, left, bottom, right = box
     crop = mask[top:bottom, left:right]
-    height = bottom - top
-    third = max(1, height // 3)
-    upper = crop[:third].sum(axis=1).mean()
-    lower = crop[-third:].sum(axis=1).mean()
-    if upper < _TRIANGLE_TAPER * lower:
+    rows = np.nonzero(crop)[0]
+    centroid = (rows.mean() + 0.5) / crop.shape[0]
+    if centroid > _TRIANGLE_CENTROID:
         return "triangle"
     return "square" if crop.mean() >= _SQUARE_FILL else "circle"
 
