@@ -71,3 +71,14 @@ def test_too_many_values_are_refused():
 
 def test_outputs_may_come_as_comma_text_from_the_api():
     assert from_mapping({"attention.outputs": "Q*K, K"}).attention.outputs == ("K", "Q*K")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), (512, 512), (384.0, 384)])
+def test_whole_number_settings_take_integral_values(value, expected):
+    assert from_mapping({"output.display_min": value}).output.display_min == expected
+
+
+@pytest.mark.parametrize("value", [-1, 4097, 12.5, True, "256", float("inf")])
+def test_whole_number_settings_refuse_anything_else(value):
+    with pytest.raises(DumpUnetError, match=r"'output\.display_min' must be a whole number from 0 to 4096"):
+        from_mapping({"output.display_min": value})

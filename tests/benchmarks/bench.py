@@ -16,6 +16,7 @@ import argparse
 import colorsys
 import ctypes
 import gc
+import io
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -38,7 +40,7 @@ from jobdriver import ToyHost, sample  # noqa: E402
 from benchmarks.sd15 import CONTEXT_DIM, build_sd15  # noqa: E402
 from lib_dumpunet.capture import Key  # noqa: E402
 from lib_dumpunet.colorize import Colorizer, ColorSettings  # noqa: E402
-from lib_dumpunet.grid import grid_shape  # noqa: E402
+from lib_dumpunet.grid import grid_shape, tile  # noqa: E402
 from lib_dumpunet.hooks import HookSet  # noqa: E402
 from lib_dumpunet.job import Job, make_plan  # noqa: E402
 from lib_dumpunet.layout import UNetLayout  # noqa: E402
@@ -362,7 +364,7 @@ def measure_render(reps: int) -> dict:
         slow = original_colorize(block.numpy())
         theirs.append(time.perf_counter() - t0)
         _log(f"render: ours {ours[-1] * 1e3:.1f} ms, per-pixel {theirs[-1]:.2f} s")
-    a, b = np.asarray(fast).astype(int), slow.astype(int)
+    a, b = np.asarray(fast.convert("RGB")).astype(int), slow.astype(int)  # palette map → its colours
     return {
         "ours": ours,
         "theirs": theirs,
@@ -371,6 +373,128 @@ def measure_render(reps: int) -> dict:
         "same": a.shape == b.shape and float((a == b).all(axis=-1).mean()),
         "max_diff": int(np.abs(a - b).max()) if a.shape == b.shape else None,
     }
+
+
+# --- rows h and i: delivering the maps (issue 11) ----------------------------------------------------------------
+
+
+def png_bytes(image: Image.Image) -> int:
+    """PNG-encode `image` as the webui does for the gallery and the API (PIL's PNG writer, default settings)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.tell()
+
+
+def rgb_map(tensor: torch.Tensor, colorizer: Colorizer) -> Image.Image:
+    """A feature grid as the maps were delivered before palette images: exact colours, 24-bit RGB."""
+    channels, height, width = tensor.shape
+    pixels = tile(colorizer.packed(tensor), *grid_shape(channels, width, height))
+    return Image.frombytes("RGB", pixels.shape[::-1], np.ascontiguousarray(pixels), "raw", "RGBX")
+
+
+def stand_in_image(size: int = SMALL) -> Image.Image:
+    """The generated picture both sides return (the benchmark does not decode latents): smooth colours."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    rgb = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 255 - ramp[None, :]), axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def captured_features(bench: Bench) -> tuple[dict, Colorizer]:
+    """Row h's input: every tensor the IN00–OUT11 feature job captures for its one image (25 blocks × 3 steps)."""
+    host = ToyHost(CONTEXT_DIM)
+    plan = make_plan(from_mapping(FEATURES), bench.layout, job_steps=STEPS, dump_base=bench.dump_base, shared=False)
+    with Job(plan, bench.layout, host) as job:
+        sample(bench.unet, job, host, [PROMPT], [""], steps=STEPS, size=SMALL)
+        taken = job.capture.take_image(0)
+    return taken, plan.features.colorizer
+
+
+def measure_encoding(bench: Bench, reps: int) -> dict:
+    """Row h: PNG-encode the job's 75 maps as RGB (before) and as palette images (after), interleaved."""
+    taken, colorizer = captured_features(bench)
+    before = [rgb_map(t, colorizer) for t in taken.values()]
+    after = [m.image for k, t in taken.items() for m in render(k, t, colorizer)]
+    difference = max(
+        int(np.abs(np.asarray(a.convert("RGB"), dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
+        for a, b in zip(after, before, strict=True)
+    )
+    result: dict = {"maps": len(after), "before": [], "after": [], "difference": difference}
+    for rep in range(reps):
+        for name in rotated(["before", "after"], rep):
+            images = before if name == "before" else after
+            t0 = time.perf_counter()
+            result[f"{name} bytes"] = sum(png_bytes(image) for image in images)
+            result[name].append(time.perf_counter() - t0)
+        _log(f"encode {rep + 1}/{reps}: RGB {result['before'][-1]:.2f} s, palette {result['after'][-1]:.2f} s")
+    result["modes"] = sorted({image.mode for image in after})
+    return result
+
+
+def delivered(bench: Bench, maps: str | None) -> Run:
+    """Row i: a job as the webui's API answers it — sampling, then every image of the answer PNG-encoded; with
+    `maps` ("palette" or "rgb") the IN00–OUT11 feature job, rendered and delivered that way; None: nothing attached."""
+    picture = stand_in_image()
+    host = ToyHost(CONTEXT_DIM)
+    with Peak() as p, HookClock() as clock:
+        images = [picture]
+        if maps is None:
+            sample(bench.unet, None, host, [PROMPT], [""], steps=STEPS, size=SMALL)
+            sampled = time.perf_counter() - p.t0
+        else:
+            plan = make_plan(
+                from_mapping(FEATURES), bench.layout, job_steps=STEPS, dump_base=bench.dump_base, shared=False
+            )
+            with Job(plan, bench.layout, host) as job:
+                sample(bench.unet, job, host, [PROMPT], [""], steps=STEPS, size=SMALL)
+                sampled = time.perf_counter() - p.t0
+                if maps == "palette":
+                    images += [m.image for m in job.take_maps(0)]
+                else:
+                    colorizer = plan.features.colorizer
+                    images += [rgb_map(t, colorizer) for t in job.capture.take_image(0).values()]
+        encoded = sum(png_bytes(image) for image in images)
+    info = {"in_hooks": clock.seconds / sampled, "images": len(images), "encoded": encoded}
+    return Run(p.seconds, sampled, p.rss, p.allocated, info)
+
+
+def measure_delivery(bench: Bench, reps: int) -> dict[str, list[Run]]:
+    """Row i: nothing attached vs the feature job delivered as palette maps vs as RGB maps, interleaved."""
+    variants = {
+        "api plain": lambda: delivered(bench, None),
+        "api palette": lambda: delivered(bench, "palette"),
+        "api rgb": lambda: delivered(bench, "rgb"),
+    }
+    return interleave(variants, reps, "api")
+
+
+def delivery_rows(encoding: dict, api: dict[str, list[Run]], threads: int) -> list[list[str]]:
+    model = f"{MODEL}, {threads} thread{'s' if threads > 1 else ''})"
+    small = f"{model} · 32² latent (256×256) · {STEPS} steps · 1 image, CFG (2 rows)"
+    before, after = _med(encoding["before"]), _med(encoding["after"])
+    ratios = [b / a for b, a in zip(encoding["before"], encoding["after"], strict=True)]
+    rows = [
+        _row(
+            "h", f"time: PNG-encode (PIL defaults, as the webui's gallery and API do) all {encoding['maps']} maps of "
+            f"the IN00–OUT11 feature job: 24-bit RGB (before) vs palette {'/'.join(encoding['modes'])} (after); "
+            f"{encoding['before bytes'] / MIB:.1f} MiB vs {encoding['after bytes'] / MIB:.1f} MiB of PNG; the "
+            f"palette maps differ from the RGB ones by at most {encoding['difference']} level(s) per channel",
+            f"{small} · {len(encoding['before'])} reps", _s(before), _s(after),
+            f"{before / after:.1f}× less ({min(ratios):.1f}–{max(ratios):.1f})", "≥ 4× less",
+            _verdict(before / after >= 4),
+        ),
+    ]  # fmt: skip
+    plain, palette, rgb = api["api plain"], api["api palette"], api["api rgb"]
+    images = palette[0].info["images"]
+    rows.append(_time_row(
+        "i", f"time: the whole job as the API answers it — sampling, maps, and all {images} images PNG-encoded "
+        "(palette maps) — vs nothing attached, its one image encoded", small, plain, palette, sampled=False,
+        target=1.10,
+    ))  # fmt: skip
+    rows.append(_time_row(
+        "i-", "time: the same with the maps delivered as 24-bit RGB, as before (informative)", small, plain, rgb,
+        sampled=False, target=None,
+    ))  # fmt: skip
+    return rows
 
 
 # --- the table ---------------------------------------------------------------------------------------------------
@@ -518,6 +642,9 @@ def main(argv: list[str] | None = None) -> None:
         help="torch CPU threads (default 1: with 2 threads, any other busy process stalls every parallel op)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random U-Net weights")
+    parser.add_argument(
+        "--only", choices=["delivery"], help="only rows h and i (delivering maps: PNG encoding, the API's answer)"
+    )
     args = parser.parse_args(argv)
     reps, memory_reps = max(3, args.reps), max(3, args.memory_reps)
     started = time.perf_counter()
@@ -531,13 +658,21 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"built the SD1.5 U-Net in {time.perf_counter() - t0:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(unet, UNetLayout(unet), Path(tmp))
+        if args.only == "delivery":
+            delivered(bench, None)  # warm-up of both sides
+            delivered(bench, "palette")
+            encoding, api = measure_encoding(bench, reps), measure_delivery(bench, reps)
+            print(markdown(delivery_rows(encoding, api, args.threads)))
+            print(f"\nMedians of {reps} interleaved repetitions. Total {time.perf_counter() - started:.0f} s.")
+            return
         colour = measure_render(max(reps, 5))
         warm_up(bench)
         _log(f"warmed up at {time.perf_counter() - started:.0f} s")
         gen = measure_generation(bench, reps)
+        encoding, api = measure_encoding(bench, reps), measure_delivery(bench, reps)
         MALLOC.memory()
         mem = measure_memory(bench, memory_reps)
-    print(markdown(table(gen, mem, colour, args.threads)))
+    print(markdown(table(gen, mem, colour, args.threads) + delivery_rows(encoding, api, args.threads)))
     print(
         f"\nTimes: medians of {reps} interleaved repetitions (ratios: median of the per-repetition ratios, with their "
         f"range). Memory: medians of {memory_reps}. Total {time.perf_counter() - started:.0f} s; torch "
