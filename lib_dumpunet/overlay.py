@@ -21,7 +21,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from lib_dumpunet.errors import DumpUnetError
 
-__all__ = ["COLORMAPS", "MODES", "Colormap", "Mode", "colormap", "min_max", "overlay", "resize_heat"]
+__all__ = ["COLORMAPS", "FLAT", "MODES", "Colormap", "Mode", "colormap", "min_max", "overlay", "resize_heat"]
 
 Mode = Literal["masked", "grey", "colour"]
 Colormap = Literal["jet", "hot", "grey"]
@@ -29,13 +29,19 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 COLORMAPS: tuple[Colormap, ...] = get_args(Colormap)
 
 
+# Spreads below this fraction of a map's magnitude are rounding (a 1×1 grid brought to an image's size by bilinear
+# interpolation varies in its last bits), not information: such a map is flat.
+FLAT = 1e-5
+
+
 def min_max(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """`x` stretched to [0, 1] by its own minimum and maximum; a flat map becomes all zeros. float32."""
+    """`x` stretched to [0, 1] by its own minimum and maximum. float32. A flat map (every value equal, up to
+    rounding) singles no place out: it becomes all ones, so the whole image shows alike."""
     a = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(a.min()), float(a.max())
-    if hi <= lo:
-        return np.zeros_like(a)
+    if hi - lo <= FLAT * max(abs(lo), abs(hi), np.finfo(np.float32).tiny):
+        return np.ones_like(a)
     return (a - lo) / (hi - lo)
 
 

@@ -124,6 +124,12 @@ def test_different_words_give_different_maps_and_per_item_maps(sd1):
     assert all(img.shape == (64, 64, 3) for _, img in items)
 
 
+def test_a_one_cell_layer_is_flat_not_amplified_rounding(sd1):
+    result = visualize(sd1, photo(), VxaSettings(prompt=PROMPT, tokens="hat", layer="M00"))
+    assert result.raw_map().shape == (1, 1)  # an 8×8 latent halves three times to one cell
+    assert np.array_equal(result.heat(), np.ones((64, 64), np.float32))
+
+
 def test_several_layers_average_on_the_finest_grid(sd1):
     result = visualize(sd1, photo(), VxaSettings(prompt=PROMPT, tokens="hat", layer=ALL_LAYERS))
     raw = result.raw_map()
@@ -283,7 +289,10 @@ def test_overlay_modes():
 
 def test_min_max_stretches_and_survives_flat_maps():
     assert min_max(np.array([2.0, 3.0, 4.0])).tolist() == [0.0, 0.5, 1.0]
-    assert min_max(np.full((3, 3), 7.0)).tolist() == np.zeros((3, 3)).tolist()
+    assert min_max(np.full((3, 3), 7.0)).tolist() == np.ones((3, 3)).tolist()
+    assert min_max(np.zeros((2, 2))).tolist() == np.ones((2, 2)).tolist()
+    rounding = np.float32(0.25) + np.array([0, 1e-8, 3e-8], dtype=np.float32)
+    assert min_max(rounding).tolist() == [1.0, 1.0, 1.0], "rounding is not a map"
     assert min_max(np.array([np.nan, 1.0, 2.0])).tolist() == [0.0, 0.5, 1.0]
 
 

@@ -7,7 +7,9 @@ Speed rows (each names the model, the image and latent size; VXA makes one U-Net
 
   a  one VXA map with the default layer (M00) — everything `visualize` does plus drawing the masked overlay: token
      table, prompt encoding, resize, VAE posterior, seeded noise, the U-Net call with the recorder on, aggregation,
-     bilinear upsampling, min–max, overlay — against one plain U-Net forward of the same latent, prompt and t;
+     bilinear upsampling, min–max, overlay — against one plain U-Net forward of the same latent, prompt and t.
+     Side by side (separate runs, interleaved) and within each VXA run: its whole time against its own U-Net call
+     less the time spent inside Dump U-Net's hooks (`HookClock`, as in bench.py), which machine drift cannot move;
   b  the same with all 16 cross-attention layers;
   c  drawing one map at 512×512: the original VXA's method — a Python double loop over every pixel that reads the
      heat of the pixel's cell (nearest, integer replication) and multiplies the pixel by it — against ours
@@ -49,6 +51,7 @@ for _path in (ROOT, ROOT / "tests"):
 import unets  # noqa: E402
 from vxahost import TinyHost  # noqa: E402
 
+from benchmarks.bench import HookClock  # noqa: E402
 from benchmarks.sd15 import CONTEXT_DIM, build_sd15  # noqa: E402
 from lib_dumpunet.overlay import min_max, overlay, resize_heat  # noqa: E402
 from lib_dumpunet.vxa import ALL_LAYERS, VxaSettings, model_size, visualize  # noqa: E402
@@ -74,11 +77,33 @@ def one_forward(host: TinyHost, image: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+WITHIN: dict[str, list[float]] = {}  # variant → per run: total ÷ (its own U-Net call minus the time in hooks)
+
+
 def one_map(host: TinyHost, image: np.ndarray, layer: str) -> float:
-    t0 = time.perf_counter()
-    result = visualize(host, image, VxaSettings(prompt=PROMPT, tokens=TOKENS, t=T, layer=layer))
-    result.render()
-    return time.perf_counter() - t0
+    """One VXA map, drawn. Also files, per run, the ratio of the whole to the plain-forward part of its own U-Net
+    call (the call's time less the time inside Dump U-Net's hooks): a ratio the machine's drift does not move."""
+    unet_seconds = []
+    run_unet = host.run_unet
+
+    def timed(x, t, cond):
+        t1 = time.perf_counter()
+        try:
+            return run_unet(x, t, cond)
+        finally:
+            unet_seconds.append(time.perf_counter() - t1)
+
+    host.run_unet = timed
+    try:
+        with HookClock() as clock:
+            t0 = time.perf_counter()
+            result = visualize(host, image, VxaSettings(prompt=PROMPT, tokens=TOKENS, t=T, layer=layer))
+            result.render()
+            total = time.perf_counter() - t0
+    finally:
+        host.run_unet = run_unet
+    WITHIN.setdefault(layer, []).append(total / (sum(unet_seconds) - clock.seconds))
+    return total
 
 
 def original_render(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -213,6 +238,8 @@ def main() -> None:
     rows = []
     for row, name, what in (("a", "vxa M00", "one VXA map, layer M00"), ("b", "vxa all", "one VXA map, all 16 layers")):
         r, text = ratio_text(base, times[name])
+        within = WITHIN["M00" if name == "vxa M00" else ALL_LAYERS][1:]  # without the warm-up
+        text += f"; within each run {statistics.median(within):.3f}× ({min(within):.3f}–{max(within):.3f})"
         verdict = "yes" if r <= 1.5 else "**no**"
         medians = f"{statistics.median(base):.2f} s", f"{statistics.median(times[name]):.2f} s"
         rows.append([row, what, setup, *medians, text, "≤ 1.5×", verdict])
