@@ -82,6 +82,8 @@ def test_demo_runs_features_and_cross_attention_of_every_block(folder, tmp_path)
     assert "00000-1-dumpunet-attn-qk-OUT11.attn2-001-avg.png" in names
     steps = {m.group(1) for n in names if (m := re.search(r"-unet-\w+-(\d{3})", n))}
     assert sorted(steps) == ["001", "002", "003", "004"]
+    page = (tmp_path / "index.html").read_text("utf-8")
+    assert page.count('class="crop"') == 16 * 4 * 2  # Q*K maps show the prompt's columns: 16 layers, 4 steps, 2 each
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ class Saved:
     file: str
     label: str
     map: MapImage | None = None
+    columns: tuple[int, int] | None = None  # Q*K: (token columns before the padding, all columns), for the page
 
 
 @dataclass
@@ -69,10 +70,10 @@ class Writer:
         self.next_number += 1
         return self._write(image, stem, infotext, "image")
 
-    def map(self, image_stem: str, m: MapImage, owner_infotext: str) -> Saved:
+    def map(self, image_stem: str, m: MapImage, owner_infotext: str, columns: tuple[int, int] | None = None) -> Saved:
         info = f"{owner_infotext}, {MAP_KEY}: {quote(m.label)}"
         saved = self._write(m.image, f"{image_stem}{map_suffix(m)}", info, m.label)
-        saved.map = m
+        saved.map, saved.columns = m, columns
         return saved
 
     def _write(self, image: Image.Image, stem: str, infotext: str, label: str) -> Saved:

@@ -21,7 +21,10 @@ from lib_dumpunet.cli.page import ImageEntry, write_page
 from lib_dumpunet.diffusers.generate import Generation, latent_shape
 from lib_dumpunet.diffusers.model import Model, load_model, make_scheduler
 from lib_dumpunet.diffusers.run import GeneratedImage, JobResult, evaluations, prepare, run
+from lib_dumpunet.diffusers.text import split_and
 from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.estimate.clip_text import CHUNK_TOKENS
+from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings, changed_values
 
 __all__ = ["run_command"]
@@ -66,6 +69,18 @@ def infotext(gen: Generation, model: Model, settings: JobSettings, image: Genera
     return f"{image.prompt}{negative}\n{', '.join(line)}"
 
 
+def _token_columns(
+    model: Model, settings: JobSettings, image: GeneratedImage, m: MapImage
+) -> tuple[int, int] | None:
+    """For a Q*K map of a one-chunk prompt: (columns up to its EOS, 77), so the page can leave the padding aside."""
+    if m.key.kind != "qk" or settings.layer_prompt.enabled:
+        return None
+    subs = split_and(image.prompt)
+    text = image.negative if m.key.branch == "uncond" else subs[m.key.sub][0] if m.key.sub < len(subs) else None
+    labels = model.text.labels(text) if text is not None else []
+    return (labels.index("EOS") + 1, len(labels)) if len(labels) == CHUNK_TOKENS + 2 else None
+
+
 def run_command(args: argparse.Namespace, command_line: str) -> Path:
     """Run the parsed command; returns the page written."""
     if not args.model.is_dir():
@@ -107,7 +122,7 @@ def _save(
         info = infotext(gen, model, settings, image, sampler)
         saved = writer.image(image.image, image.seed, info)
         stem = saved.file.removesuffix(".png")
-        maps = [writer.map(stem, m, info) for m in image.maps]
+        maps = [writer.map(stem, m, info, _token_columns(model, settings, image, m)) for m in image.maps]
         maps += [writer.map(stem, m, info) for m in result.diffs.get(image.index, [])]
         facts = [
             ("seed", str(image.seed)),

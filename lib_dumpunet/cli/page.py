@@ -49,11 +49,30 @@ def _sizes(width: int, height: int) -> tuple[int, int]:
     return thumb, width * zoom if width * zoom <= _LARGE_MAX[0] else _LARGE_MAX[0]
 
 
+def _visible_width(s: Saved) -> int | None:
+    """Natural width of the token columns before the padding of a Q*K map (None: show it whole)."""
+    width = s.map.image.size[0]
+    if s.columns is None or (width + 1) % s.columns[1]:
+        return None
+    shown, total = s.columns
+    return shown * (width + 1) // total - 1 if shown < total else None
+
+
 def _img(s: Saved) -> str:
     width, height = s.map.image.size
-    thumb, large = _sizes(width, height)
+    visible = _visible_width(s)
+    if visible is None:
+        thumb, large = _sizes(width, height)
+        style = f"--thumb:{thumb}px;--large:{large}px"
+        return f'<img loading="lazy" src="{_e(s.file)}" alt="{_e(s.label)}" style="{style}">'
+    # only the prompt's own columns are shown (the padding scrolls into view); the link opens the whole map
+    thumb_scale = _THUMB_HEIGHT / height
+    zoom = max(1, min(4, _LARGE_MAX[0] // visible, _LARGE_MAX[1] // height))
+    crop = f"--cthumb:{round(visible * thumb_scale)}px;--clarge:{visible * zoom}px"
+    style = f"--thumb:{round(width * thumb_scale)}px;--large:{width * zoom}px"
     return (
-        f'<img loading="lazy" src="{_e(s.file)}" alt="{_e(s.label)}" style="--thumb:{thumb}px;--large:{large}px">'
+        f'<span class="crop" style="{crop}"><img loading="lazy" src="{_e(s.file)}" alt="{_e(s.label)}" '
+        f'style="{style}"></span>'
     )
 
 
@@ -93,9 +112,11 @@ def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> st
     # wide maps (token columns) are unreadable side by side: such a tab opens on its last step
     wide = max(s.map.image.size[0] / s.map.image.size[1] for s in maps) > 3
     start = f"{steps[-1][0]}-{steps[-1][1]}" if wide and len(steps) > 1 else "all"
+    cropped = any(_visible_width(s) is not None for s in maps)
+    hint = '<span class="muted hint">padding columns scroll into view; click a map for all of it</span>'
     return (
         f'<section class="tab" id="tab-{tab_id}" data-kind="{_e(kind)}" data-start="{start}">'
-        f'<div class="chips"><button data-step="all">all steps</button>{chips}</div>'
+        f'<div class="chips"><button data-step="all">all steps</button>{chips}{hint if cropped else ""}</div>'
         f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         "</div></section>"
     )
@@ -159,6 +180,7 @@ dt { color:var(--muted); } dd { margin:0; font-family:ui-monospace, SFMono-Regul
                 font-size:13px; cursor:pointer; color:var(--ink); }
 .chips button.on { background:var(--accent); border-color:var(--accent); color:#fff; }
 .scroll { overflow-x:auto; }
+.hint { font-size:12.5px; align-self:center; margin-left:8px; }
 table { border-collapse:separate; border-spacing:6px 6px; }
 thead th { font-size:12.5px; color:var(--muted); font-weight:500; text-align:left; }
 th.place { font:600 13px ui-monospace, SFMono-Regular, Menlo, monospace; text-align:right; padding-right:6px;
@@ -171,6 +193,9 @@ table.single td img { width:var(--large); max-width:80vw; }
 table.single td { display:flex; flex-direction:column; gap:8px; align-items:flex-start; padding-bottom:10px; }
 [hidden] { display:none !important; }
 table.single td a.also { display:block; }
+.crop { display:block; overflow-x:auto; overflow-y:hidden; width:var(--cthumb); }
+table.single .crop { width:var(--clarge); max-width:80vw; }
+.crop img, table.single .crop img { max-width:none; }
 th.place small { display:block; font:400 11px system-ui, sans-serif; color:var(--muted); }
 .muted { color:var(--muted); font-weight:400; }
 a.alt { font-size:11px; color:var(--accent); }
