@@ -22,12 +22,14 @@ cost of a real VAE encoder. Variants are interleaved and repeated after a warm-u
 median and range are shown. One torch thread by default (the machine is shared). Not a test: nothing asserts a time.
 
 Accuracy (`--iou`): scenes of the shapes world (`lib_dumpunet.world`, "train" split of seed 7, indices from 100000,
-so none was trained on) are drawn at the model's size; VXA runs once per scene and t, with every region word of the
-caption picked (size, colour and shape words of each object, the background colour and "background"), at all layers.
+so none was trained on) are drawn at the model's size; VXA runs once per scene and t, with every word of the caption
+that names an object picked (its size, colour and shape words; the mask of a word two objects share is the union),
+at all layers.
 For each word, each layer's map and the all-layer average are brought to the image size, min–max normalised and
 thresholded at τ (default 0.4, as DAAM's evaluation); the IoU with the word's exact mask is averaged over words and
-scenes. The table gives the mean IoU per layer and t, and the best layer/t. A uniform map scores the mask's share
-of the image; that baseline is printed too.
+scenes. The table gives the mean IoU per layer (with its grid) and t, and the best layer/t among layers whose grid
+has more than one cell (a one-cell map is flat: it scores the uniform baseline, the mask's share of the image, which
+is printed too).
 """
 
 from __future__ import annotations
@@ -168,12 +170,13 @@ def measure_iou(model_dir: Path, scenes: int, times: list[float], threshold: flo
         scene = scene_at(7, 100000 + n, "train")
         picture = render(scene, side)
         masks = scene.word_masks(side)
-        words = sorted(masks)
+        words = sorted({word for obj in scene.objects for word in obj.words})  # what names an object
         pick = ", ".join(f'"{w}"' for w in words)
         for t in times:
             settings = VxaSettings(prompt=scene.caption, tokens=pick, t=t, layer=ALL_LAYERS, seed=n)
             result = visualize(host, picture.image, settings)
             labels = [a.label for a in result.layers]
+            grids = {label: tuple(result.attention[label].shape[-2:]) for label in labels}
             for word, (_, positions) in zip(words, result.pick.groups, strict=True):
                 for label in [*labels, ALL_LAYERS]:
                     layers = None if label == ALL_LAYERS else [label]
@@ -187,12 +190,14 @@ def measure_iou(model_dir: Path, scenes: int, times: list[float], threshold: flo
     print(f"VXA heat-map IoU (τ={threshold}) on {model_dir.name}, {scenes} scenes, {side}² images, region words")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    flat = {label for label, grid in grids.items() if grid == (1, 1)}
     for label in [*labels, ALL_LAYERS]:
         cells = [f"{statistics.mean(scores[(label, t)]):.3f}" for t in times]
-        print(f"| {label} | " + " | ".join(cells) + " |")
-    best = max(scores, key=lambda k: statistics.mean(scores[k]))
+        note = f" ({grids[label][0]}×{grids[label][1]})" if label in grids else ""
+        print(f"| {label}{note} | " + " | ".join(cells) + " |")
+    best = max((k for k in scores if k[0] not in flat), key=lambda k: statistics.mean(scores[k]))
     print(f"\nbest: {best[0]} at t={best[1]:g}, mean IoU {statistics.mean(scores[best]):.3f}; ")
-    print(f"uniform-map baseline (IoU = mask share): {statistics.mean(uniform):.3f}")
+    print(f"uniform-map baseline (IoU = mask share): {statistics.mean(uniform):.3f}; one-cell layers are flat: {flat}")
 
 
 def main() -> None:
