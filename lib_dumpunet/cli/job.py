@@ -95,7 +95,8 @@ def run_command(args: argparse.Namespace, command_line: str) -> Path:
     plan = prepare(model, settings, gen, dump_base=args.out)
     scheduler = make_scheduler(model, gen.sampler)
     sampler = args.sampler or type(scheduler).__name__.removesuffix("Scheduler")
-    total = evaluations(plan, gen, max(1, int(getattr(scheduler, "order", 1))))
+    scheduler.set_timesteps(gen.steps)
+    total = evaluations(plan, gen, len(scheduler.timesteps))  # second-order samplers evaluate more often
     log.debug("latent %s, plan %s", latent_shape(model, gen.width, gen.height), plan)
     with tqdm(total=total, unit="step", desc="dumpunet", disable=args.quiet, leave=False) as bar:
         result = run(model, plan, gen, progress=bar.update)

@@ -59,9 +59,9 @@ def _roles(plan: Plan) -> tuple[Role, ...]:
     return ("baseline", "layer_prompt") if plan.diff is not None else ("single",)
 
 
-def evaluations(plan: Plan, gen: Generation, order: int = 1) -> int:
-    """How many model evaluations the job makes (for a progress bar)."""
-    return len(_roles(plan)) * gen.batch_count * gen.steps * order
+def evaluations(plan: Plan, gen: Generation, per_batch: int | None = None) -> int:
+    """How many model evaluations the job makes (for a progress bar); `per_batch` as the scheduler's timesteps."""
+    return len(_roles(plan)) * gen.batch_count * (gen.steps if per_batch is None else per_batch)
 
 
 def run(model: Model, plan: Plan, gen: Generation, *, progress: Progress | None = None) -> JobResult:
