@@ -53,6 +53,17 @@ def test_numbers_continue_after_the_files_already_there(folder, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("0000?-1.png")) == ["00000-1.png", "00001-1.png"]
 
 
+def test_batches_number_images_and_seeds_as_the_webui_does(folder, tmp_path):
+    code = _run(folder, tmp_path, "features", "-p", "x", "--seed", "10", "--batch-size", "2", "--batch-count", "2",
+                "--layers", "M00", "--map-steps", "2")  # fmt: skip
+    assert code == 0
+    images = sorted(p.name for p in tmp_path.glob("*.png") if "dumpunet" not in p.name)
+    assert images == ["00000-10.png", "00001-11.png", "00002-12.png", "00003-13.png"]
+    for stem in (i.removesuffix(".png") for i in images):
+        assert (tmp_path / f"{stem}-dumpunet-unet-M00-002.png").is_file()
+        assert f"Seed: {stem.split('-')[1]}," in Image.open(tmp_path / f"{stem}.png").info["parameters"]
+
+
 def test_attention_with_and_self_attention_and_dumps(folder, tmp_path):
     code = _run(folder, tmp_path, "attention", "-p", "a red circle AND a blue square", "--layers", "M00",
                 "--outputs", "Q*K,V*Q*K", "--self-attention", "--query-points", "2x2", "--dump")  # fmt: skip
