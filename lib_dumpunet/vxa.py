@@ -101,7 +101,7 @@ class VxaSettings:
 
     def checked(self) -> VxaSettings:
         """These settings with the seed chosen, or a `DumpUnetError` naming the first bad value."""
-        _check_time(self.t)
+        t = parse_time(self.t)
         for name, value, allowed in (
             ("Output mode", self.output, MODES),
             ("Latent", self.latent, LATENT_MODES),
@@ -111,19 +111,24 @@ class VxaSettings:
             if value not in allowed:
                 msg = f"{name} must be one of {', '.join(allowed)}, not {value!r}"
                 raise DumpUnetError(msg)
-        if not 0.0 <= float(self.opacity) <= 1.0:
+        if not isinstance(self.prompt, str) or not isinstance(self.tokens, str) or not isinstance(self.layer, str):
+            msg = "Prompt, tokens and layer must be text"
+            raise DumpUnetError(msg)
+        opacity = _number("Opacity", self.opacity, float)
+        if not 0.0 <= opacity <= 1.0:
             msg = f"Opacity must be between 0 and 1, not {self.opacity}"
             raise DumpUnetError(msg)
-        if self.size and not MIN_SIDE <= int(self.size) <= MAX_SIDE:
+        size = _number("Model input size", self.size, int)
+        if size and not MIN_SIDE <= size <= MAX_SIDE:
             msg = f"Model input size must be 0 (the image's own) or {MIN_SIDE}–{MAX_SIDE}, not {self.size}"
             raise DumpUnetError(msg)
-        seed = int(self.seed)
+        seed = _number("Seed", self.seed, int)
         if seed < 0:
             seed = random.randrange(2**32)
         elif seed >= 2**63:
             msg = f"Seed {seed} is too large"
             raise DumpUnetError(msg)
-        return replace(self, seed=seed, t=float(self.t), opacity=float(self.opacity), size=int(self.size))
+        return replace(self, seed=seed, t=t, opacity=opacity, size=size, noise=bool(self.noise))
 
     def infotext(self, extra: dict[str, Any] | None = None) -> str:
         """The settings as PNG info: 'VXA prompt: "…", VXA tokens: hat, …' (values with , : or " are quoted)."""
@@ -140,9 +145,23 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"\n') or text != text.strip() else text
 
 
+def _number(name: str, value: Any, kind: type) -> Any:
+    """`value` as an int or float (whole floats are fine for ints), or a `DumpUnetError` naming the field."""
+    try:
+        number = float(value)
+        if not math.isfinite(number) or (kind is int and not number.is_integer()):
+            raise ValueError
+    except (TypeError, ValueError):
+        msg = f"{name} must be {'a whole number' if kind is int else 'a number'}, not {value!r}"
+        raise DumpUnetError(msg) from None
+    return kind(number) if kind is float else int(number)
+
+
 def parse_time(text: str | float) -> float:
     """The "Time embedding" field: a number from 0 to 999 (the original parsed it and ignored mistakes)."""
-    if isinstance(text, int | float):
+    if isinstance(text, bool):
+        value = math.nan
+    elif isinstance(text, int | float):
         value = float(text)
     else:
         try:

@@ -233,6 +233,11 @@ def test_images_in_every_form(sd1):
         (photo(), VxaSettings(prompt=PROMPT, output="sepia"), DumpUnetError, "Output mode"),
         (photo(), VxaSettings(prompt=PROMPT, opacity=2), DumpUnetError, "Opacity"),
         (photo(), VxaSettings(prompt=PROMPT, size=10), DumpUnetError, "Model input size"),
+        (photo(), VxaSettings(prompt=PROMPT, seed="abc"), DumpUnetError, "Seed must be a whole number"),
+        (photo(), VxaSettings(prompt=PROMPT, seed=1.5), DumpUnetError, "Seed must be a whole number"),
+        (photo(), VxaSettings(prompt=PROMPT, opacity=None), DumpUnetError, "Opacity must be a number"),
+        (photo(), VxaSettings(prompt=PROMPT, t="x"), DumpUnetError, "Time embedding"),
+        (photo(), VxaSettings(prompt=None), DumpUnetError, "must be text"),
     ],
 )
 def test_bad_input_is_refused_before_the_unet_runs(sd1, image, settings, error, message):
