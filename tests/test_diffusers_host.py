@@ -248,3 +248,15 @@ def test_a_short_prompt_is_encoded_as_diffusers_pipelines_encode_it(name, model_
     with torch.no_grad():
         expected = encoder(ids.input_ids)[0][0]
     assert torch.equal(model.text.encode("a red circle").context, expected)
+
+
+@pytest.mark.parametrize("sampler", ["heun", "pndm", "dpm++2m", "euler-a"])
+def test_every_sampler_step_is_recorded_once_at_its_first_evaluation(sampler, model_of, tmp_path):
+    model = model_of("sd1")
+    gen = _gen(model, steps=4, sampler=sampler)
+    with _job(model, {"features.enabled": True, "features.layers": "M00"}, gen, tmp_path) as job:
+        job.begin_batch(0, [gen.prompt], [gen.negative], [gen.seed])
+        _latents(model, gen, job)
+        steps = sorted(k.step for k in job.capture)
+    assert steps == [1, 2, 3, 4]
+    assert job.steps_seen == {(0, s) for s in range(1, 5)}

@@ -125,7 +125,8 @@ def denoise(
 
     scheduler = make_scheduler(model, gen.sampler)
     scheduler.set_timesteps(gen.steps, device=model.device)
-    order = max(1, int(getattr(scheduler, "order", 1)))
+    order = max(1, int(getattr(scheduler, "order", 1)))  # evaluations per step: 2 for Heun (n·2−1 in all)
+    warm_up = max(0, len(scheduler.timesteps) - gen.steps * order)  # PNDM's extra first-step evaluation
     latents = _initial_noise(model, gen, seeds) * scheduler.init_noise_sigma
     extra = {}
     if "generator" in inspect.signature(scheduler.step).parameters:  # ancestral samplers: seeded noise per step
@@ -133,7 +134,7 @@ def denoise(
     n_cond = sum(counts)
     for i, t in enumerate(scheduler.timesteps):
         if job is not None:
-            step = min(i // order, gen.steps - 1) + 1
+            step = min(max(0, i - warm_up) // order, gen.steps - 1) + 1
             job.denoiser_call(pass_index=0, step=step, schedule_step=i, cond_counts=counts)
         x = torch.cat([latents[owner], latents])
         x = scheduler.scale_model_input(x, t)
