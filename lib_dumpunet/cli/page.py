@@ -19,6 +19,16 @@ from lib_dumpunet.render import KIND_NAMES
 __all__ = ["ImageEntry", "write_page"]
 
 _KIND_ORDER = ("features", "qk", "vqk", "k", "self", "diff")
+_ABOUT = {
+    "features": "What each block outputs (rows) at each sampler step (columns), one tile per channel"
+    " — or their average, where one was asked for.",
+    "qk": "Where each token of the prompt is looked at: the cross-attention probability of every position for"
+    " each token (columns), per head or averaged over heads.",
+    "vqk": "What cross-attention adds: its output before the output projection, one tile per channel.",
+    "k": "The keys cross-attention computes from the prompt: one d × tokens tile per head.",
+    "self": "Where the marked query points look in self-attention, per head (rows) and point (columns).",
+    "diff": "Features with the per-block prompts minus features without them.",
+}
 
 
 @dataclass
@@ -116,6 +126,7 @@ def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> st
     hint = '<span class="muted hint">padding columns scroll into view; click a map for all of it</span>'
     return (
         f'<section class="tab" id="tab-{tab_id}" data-kind="{_e(kind)}" data-start="{start}">'
+        f'<p class="about-tab">{_e(_ABOUT.get(kind, ""))}</p>'
         f'<div class="chips"><button data-step="all">all steps</button>{chips}{hint if cropped else ""}</div>'
         f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         "</div></section>"
@@ -180,6 +191,7 @@ dt { color:var(--muted); } dd { margin:0; font-family:ui-monospace, SFMono-Regul
                 font-size:13px; cursor:pointer; color:var(--ink); }
 .chips button.on { background:var(--accent); border-color:var(--accent); color:#fff; }
 .scroll { overflow-x:auto; }
+.about-tab { margin:2px 0 6px; color:var(--muted); font-size:13.5px; }
 .hint { font-size:12.5px; align-self:center; margin-left:8px; }
 table { border-collapse:separate; border-spacing:6px 6px; }
 thead th { font-size:12.5px; color:var(--muted); font-weight:500; text-align:left; }
