@@ -28,6 +28,7 @@ from lib_dumpunet.capture import Capture, FeatureRecorder, Key
 from lib_dumpunet.colorize import Colorizer
 from lib_dumpunet.dump import DumpWriter
 from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.heatmap import HEAT_KIND, HeatPlan
 from lib_dumpunet.layer_prompt import block_texts, parse_layer_prompt
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.paths import resolve_folder
@@ -94,10 +95,11 @@ class Plan:
     layer_prompt: bool
     diff: MapsPlan | None
     output: OutputSettings
+    heatmap: HeatPlan | None = None  # word heat maps
 
     @property
     def active(self) -> bool:
-        return bool(self.features or self.attention or self.layer_prompt)
+        return bool(self.features or self.attention or self.layer_prompt or self.heatmap)
 
 
 def _maps_plan(tab: str, settings, layout: UNetLayout, job_steps: int, dump_base: Path, shared: bool, **extra):
@@ -155,7 +157,8 @@ def make_plan(
     lp = settings.layer_prompt
     if lp.enabled and lp.diff:
         diff = MapsPlan(**_maps_plan("Layer Prompt", lp, layout, job_steps, dump_base, shared))
-    return Plan(features, attention, lp.enabled, diff, settings.output)
+    heatmap = settings.heatmap.plan(layout, job_steps) if settings.heatmap.enabled else None
+    return Plan(features, attention, lp.enabled, diff, settings.output, heatmap)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class Job(AbstractContextManager):
         )
         if self.switch is not None:
             attachments.append(self.switch)
+        if p.heatmap is not None and self.role != "baseline":
+            attachments.append(p.heatmap.recorder())
+        self.heat: dict[int, dict[Key, torch.Tensor]] = {}  # per image, word heat sums kept for delivery
         self.probe = Probe(self.layout.unet, attachments, layout=self.layout)
         self._writers: dict[str, DumpWriter] = {}
         self._order = {name: i for i, name in enumerate(self.layout.names)}
@@ -277,6 +283,9 @@ class Job(AbstractContextManager):
 
         Sources of difference maps are left in the capture for `difference_maps`."""
         taken = self.capture.take_image(image)
+        heat = {k: taken.pop(k) for k in [k for k in taken if k.kind == HEAT_KIND]}
+        if heat:
+            self.heat[image] = heat
         kept = {k: t for k, t in taken.items() if k.kind == _DIFF_SOURCE}
         for k, t in kept.items():
             self.capture.put(k, t)

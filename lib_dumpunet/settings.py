@@ -21,8 +21,10 @@ from typing import Any, Literal
 from lib_dumpunet.colorize import ColorSettings
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.expr import MAX_LENGTH as MAX_EXPRESSION_LENGTH
+from lib_dumpunet.heatmap import HeatmapSettings
 from lib_dumpunet.paths import MAX_FOLDER_LENGTH
 from lib_dumpunet.specs import MAX_POINTS_LENGTH, MAX_SPEC_LENGTH
+from lib_dumpunet.tokens import MAX_PICK_LENGTH
 
 __all__ = [
     "ATTENTION_OUTPUTS",
@@ -119,10 +121,11 @@ class JobSettings:
     attention: AttentionSettings = field(default_factory=AttentionSettings)
     layer_prompt: LayerPromptSettings = field(default_factory=LayerPromptSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    heatmap: HeatmapSettings = field(default_factory=HeatmapSettings)  # the fifth tab, "Word heat maps"
 
     @property
     def active(self) -> bool:
-        return self.features.enabled or self.attention.enabled or self.layer_prompt.enabled
+        return self.features.enabled or self.attention.enabled or self.layer_prompt.enabled or self.heatmap.enabled
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ _TEXT_LIMITS = {
     "query_points": MAX_POINTS_LENGTH,
     "folder": MAX_FOLDER_LENGTH,
     "save_path": MAX_FOLDER_LENGTH,
+    "words": MAX_PICK_LENGTH,
+    "negative_words": MAX_PICK_LENGTH,
     **dict.fromkeys("rgbhsl", MAX_EXPRESSION_LENGTH),
 }
 

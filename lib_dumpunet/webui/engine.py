@@ -35,7 +35,7 @@ from lib_dumpunet.layer_prompt import parse_layer_prompt
 from lib_dumpunet.paths import resolve_folder
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings
-from lib_dumpunet.webui import infotext, outputs
+from lib_dumpunet.webui import heatmap_tab, infotext, outputs
 from lib_dumpunet.webui.host import WebuiHost, denoiser_call, unet_of
 from lib_dumpunet.webui.info import layout_of
 
@@ -202,6 +202,8 @@ class Engine:
             )
             if plan.layer_prompt:
                 _check_prompts(p, layout.names)
+            if plan.heatmap is not None:
+                heatmap_tab.check_words(p, plan.heatmap.settings, WebuiHost(p).split_and, shared.sd_model)
             run.save_folder = save_folder(run.request.settings, p)
         except DumpUnetError as err:
             self._refuse(run, unet, err)
@@ -323,6 +325,8 @@ class Engine:
             for i, at in enumerate(positions)
             if id(processed.images[at]) in run.saved
         }
+        if job is not None and job.plan.heatmap is not None:
+            _add_word_maps(run, processed, positions)
         output = run.request.settings.output
         if output.save_images and not getattr(p, "do_not_save_samples", False):
             outputs.save_maps(p, outputs.for_saving(run.maps), run.files, run.owners, run.save_folder)
@@ -332,6 +336,18 @@ class Engine:
         for comment in run.comments:
             p.comment(comment)
             processed.comments = f"{processed.comments}\n{comment}".strip()
+
+
+def _add_word_maps(run: Run, processed: Any, positions: list[int]) -> None:
+    """Word heat maps after each image's other maps, drawn over the image as the gallery has it."""
+    settings = run.job.plan.heatmap.settings
+    for index, at in enumerate(positions):
+        try:
+            pictures = heatmap_tab.word_pictures(run.job, index, processed.images[at], settings, shared.sd_model)
+        except DumpUnetError as err:
+            run.comments.append(f"Dump U-Net: no word heat maps for image {index + 1}: {err}")
+            continue
+        run.maps.setdefault(index, []).extend(pictures)
 
 
 def _check_prompts(p: Any, names: tuple[str, ...]) -> None:

@@ -21,6 +21,7 @@ import gradio as gr
 
 from lib_dumpunet.colorize import METHODS, NORMALIZE, SPACES, TRANSFORMS
 from lib_dumpunet.settings import ATTENTION_OUTPUTS, AVERAGE_CHOICES, FIELDS
+from lib_dumpunet.webui.heatmap_tab import heatmap_tab
 
 __all__ = ["TABS", "Widgets", "build"]
 
@@ -78,7 +79,7 @@ class Widgets:
 
 
 def build(prefix: str) -> Widgets:
-    """Build the four tabs inside the current gradio context; `prefix` scopes the element ids."""
+    """Build the four tabs and the fifth, Word heat maps, in the current gradio context; `prefix` scopes ids."""
     w = Widgets(prefix)
     with gr.Group(elem_id=w.id("ui")):
         with gr.Tab("U-Net features", elem_id=w.id("features-tab")):
@@ -89,6 +90,8 @@ def build(prefix: str) -> Widgets:
             layer_prompt_tab(w)
         with gr.Tab("Settings", elem_id=w.id("settings-tab")):
             settings_tab(w)
+        with gr.Tab("Word heat maps", elem_id=w.id("heatmap-tab")):
+            heatmap_tab(w)
     missing = [f.path for f in FIELDS if f.path not in w.inputs]
     if missing:
         msg = f"UI has no component for settings {missing}"
