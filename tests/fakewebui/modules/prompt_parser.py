@@ -66,6 +66,9 @@ class _Reader:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        # a group read from a position reads the same wherever it is nested, so each is read once: the top
+        # level's retries after a stray opener stay linear. (node, end) or None for an unreadable group
+        self.groups: dict[int, tuple[Any, int] | None] = {}
 
     def read(self) -> list:
         return self.sequence(stops="")
@@ -98,9 +101,21 @@ class _Reader:
         return nodes
 
     def group(self) -> Any:
+        start = self.pos
+        if start not in self.groups:
+            try:
+                node = self.bracket() if self.text[start] == "[" else self.parens()
+                self.groups[start] = (node, self.pos)
+            except (_Unreadable, RecursionError):  # too deep a nesting is unreadable too
+                self.groups[start] = None
+        known = self.groups[start]
+        if known is None:
+            raise _Unreadable(f"no group at {start}")
+        node, self.pos = known
+        return node
+
+    def parens(self) -> list:
         self.pos += 1
-        if self.text[self.pos - 1] == "[":
-            return self.bracket()
         inner = ["(", *self.sequence(":)")]
         if self.text.startswith(":", self.pos):  # `(text:weight)`: one colon, more make it unreadable
             self.pos += 1
@@ -113,7 +128,7 @@ class _Reader:
         start = self.pos
         try:
             return self.group()
-        except (_Unreadable, RecursionError):
+        except _Unreadable:
             self.pos = start + 1
             return self.text[start]
 
@@ -123,6 +138,7 @@ class _Reader:
         self.pos += 1
 
     def bracket(self) -> Any:
+        self.pos += 1
         parts, separators = [self.sequence(":|]")], ""
         while self.pos < len(self.text) and self.text[self.pos] in ":|":
             separators += self.text[self.pos]
@@ -366,7 +382,7 @@ def parse_prompt_attention(text):
     [['an ', 1.0], ['important', 1.1], [' word', 1.0]]
     """
     pieces: list[list] = []
-    opened: list[tuple[str, int]] = []  # (bracket, index of its first piece)
+    opened: dict[str, list[int]] = {"(": [], "[": []}  # per kind, where each open bracket's pieces start
 
     def scale_from(start: int, factor: float) -> None:
         for piece in pieces[start:]:
@@ -374,19 +390,17 @@ def parse_prompt_attention(text):
 
     def close(bracket: str, weight: str | None) -> bool:
         """Close the innermost open `bracket`; False when none is open."""
-        for depth in range(len(opened) - 1, -1, -1):
-            if opened[depth][0] == bracket:
-                _, start = opened.pop(depth)
-                scale_from(start, _BRACKET_FACTOR[bracket] if weight is None else float(weight))
-                return True
-        return False
+        if not opened[bracket]:
+            return False
+        scale_from(opened[bracket].pop(), _BRACKET_FACTOR[bracket] if weight is None else float(weight))
+        return True
 
     for token in _ATTENTION_TOKEN.finditer(text):
         kind, value = token.lastgroup, token.group()
         if kind == "escape":
             pieces.append([value[1:], 1.0])
         elif kind == "open":
-            opened.append((value, len(pieces)))
+            opened[value].append(len(pieces))
         elif kind == "weighted" and close("(", token.group("weight")):
             pass
         elif kind == "close" and close("(" if value == ")" else "[", None):
@@ -395,8 +409,8 @@ def parse_prompt_attention(text):
             for n, part in enumerate(_BREAK.split(value)):
                 pieces += [["BREAK", -1], [part, 1.0]] if n else [[part, 1.0]]
 
-    for bracket in "([":  # unclosed: round ones first, then square ones (float products as in the webui)
-        for start in [start for kind, start in opened if kind == bracket]:
+    for bracket, starts in opened.items():  # unclosed: round ones first, then square ones, as the webui does
+        for start in starts:
             scale_from(start, _BRACKET_FACTOR[bracket])
 
     if not pieces:

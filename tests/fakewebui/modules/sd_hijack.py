@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from modules import devices, sd_hijack_clip, sd_hijack_open_clip
+from modules.shared_cmd_options import cmd_opts
 from modules.textual_inversion import textual_inversion
 
 
@@ -69,6 +70,7 @@ class StableDiffusionModelHijack:
         self.extra_generation_params: dict[str, Any] = {}
         self.comments: list[str] = []
         self.embedding_db = textual_inversion.EmbeddingDatabase()
+        self.embedding_db.add_embedding_dir(cmd_opts.embeddings_dir)
 
     def _wrap(self, encoder: torch.nn.Module, table: dict) -> torch.nn.Module | None:
         found = table.get(type(encoder).__name__)
@@ -98,7 +100,7 @@ class StableDiffusionModelHijack:
         self.clip = m.cond_stage_model
 
     def apply_optimizations(self, option: str | None = None) -> None:
-        self.optimization_method = "None"
+        self.optimization_method = apply_optimizations(option)
 
     def undo_hijack(self, m: Any) -> None:
         """The fake never unloads a model, so nothing is unwrapped."""
@@ -120,6 +122,15 @@ class StableDiffusionModelHijack:
             return "-", "-"
         _, used = self.clip.process_texts([text])
         return used, self.clip.get_target_prompt_token_count(used)
+
+
+def apply_optimizations(option: str | None = None) -> str:
+    """The name of the cross-attention optimisation put in place: always "None", ldm's own attention runs."""
+    return "None"
+
+
+def undo_optimizations() -> None:
+    """Put the original attention back (what the webui does for training): the fake never replaced it."""
 
 
 model_hijack = StableDiffusionModelHijack()

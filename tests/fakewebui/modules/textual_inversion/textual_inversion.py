@@ -1,22 +1,26 @@
-"""Stand-in for webui v1.10.1 `modules/textual_inversion/textual_inversion.py`: `Embedding` and the in-memory part
-of `EmbeddingDatabase`.
+"""Stand-in for webui v1.10.1 `modules/textual_inversion/textual_inversion.py`: `Embedding` and `EmbeddingDatabase`.
 
-A test (or an extension) registers an `Embedding` under a prompt word; the text-encoder wrappers then look the
-word's token ids up with `find_embedding_at_position` and put the embedding's vectors in their place. Files are
-never read: `load_textual_inversion_embeddings` keeps what was registered.
+An embedding answers to a prompt word (a file's stem); the text-encoder wrappers look the word's token ids up with
+`find_embedding_at_position` and put its vectors in their place. The database reads `.pt`/`.bin` (webui
+`string_to_param` files, tensors and plain types only) and `.safetensors` (one tensor, or SDXL's `clip_l` + `clip_g`)
+from its folders, sub-folders included: on `force_reload`, or when a folder's own mtime moved on. Embeddings whose
+width is not the model's go to `skipped_embeddings`. Left out: embeddings inside images, creating and training.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from modules import devices, errors
 
 
 class Embedding:
     """A textual-inversion embedding: `vec` is (vectors, width), or a dict of them per encoder for SDXL; `vectors`
-    (the count) and `shape` (the width) are set by the caller."""
+    (the count) and `shape` (the width) are set by whoever builds it, as the webui's loader does."""
 
     sd_checkpoint: str | None = None
     sd_checkpoint_name: str | None = None
@@ -30,8 +34,7 @@ class Embedding:
         self.vec = vec
         self.name = name
         self.step = step
-        # as in the webui, whoever builds an embedding sets these (its loader does): the tokenizer reserves
-        # int(vectors) placeholder ids, so an embedding left at 0 takes no room in the prompt
+        # the tokenizer reserves int(vectors) placeholder ids: an embedding left at 0 takes no room in a prompt
         self.shape: int | None = None
         self.vectors = 0
 
@@ -50,19 +53,82 @@ class Embedding:
         self.shorthash = v[:12]
 
 
-class EmbeddingDatabase:
-    """Registered embeddings by prompt word, indexed by the word's first token id for the tokenizer's lookups."""
+def _fp32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to(devices.device, dtype=torch.float32)
 
-    expected_shape: int = -1  # not checked: the fake loads no files whose width could mismatch
+
+def create_embedding_from_data(data, name, filename="unknown embedding file", filepath=None):
+    """An `Embedding` from a file's contents: a webui file (`string_to_param` with one term), an SDXL pair
+    (`clip_l`, `clip_g`), or a single tensor (a diffusers concept)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{filename} is not a textual-inversion embedding")
+    if "string_to_param" in data:
+        terms = data["string_to_param"]
+        terms = getattr(terms, "_parameters", terms)
+        if len(terms) != 1:
+            raise ValueError(f"{filename} holds {len(terms)} terms; an embedding file holds one")
+        vec = _fp32(next(iter(terms.values())))
+        width, count = vec.shape[-1], vec.shape[0]
+    elif {"clip_l", "clip_g"} <= data.keys():
+        vec = {part: _fp32(tensor) for part, tensor in data.items()}
+        width, count = vec["clip_l"].shape[-1] + vec["clip_g"].shape[-1], vec["clip_g"].shape[0]
+    elif len(data) == 1 and isinstance(next(iter(data.values())), torch.Tensor):
+        vec = _fp32(next(iter(data.values())))
+        vec = vec.unsqueeze(0) if vec.ndim == 1 else vec
+        width, count = vec.shape[-1], vec.shape[0]
+    else:
+        raise ValueError(f"{filename} is neither a textual-inversion embedding nor a diffusers concept")
+
+    embedding = Embedding(vec, name, step=data.get("step"))
+    embedding.sd_checkpoint = data.get("sd_checkpoint")
+    embedding.sd_checkpoint_name = data.get("sd_checkpoint_name")
+    embedding.vectors, embedding.shape = count, width
+    if filepath:
+        embedding.filename = filepath
+        with open(filepath, "rb") as file:
+            embedding.set_hash(hashlib.sha256(file.read()).hexdigest())
+    return embedding
+
+
+def _read(path: str) -> Any:
+    """A file's contents, or None for a file that is not an embedding format the fake reads."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    if suffix in (".pt", ".bin"):
+        return torch.load(path, map_location="cpu", weights_only=True)  # the webui's unpickler is as strict
+    return None
+
+
+@dataclass
+class DirWithTextualInversionEmbeddings:
+    """A folder of embeddings and its mtime when it was last read."""
+
+    path: str
+    mtime: float | None = None
+
+    def has_changed(self) -> bool:
+        return os.path.isdir(self.path) and (self.mtime is None or os.path.getmtime(self.path) > self.mtime)
+
+    def update(self) -> None:
+        if os.path.isdir(self.path):
+            self.mtime = os.path.getmtime(self.path)
+
+
+class EmbeddingDatabase:
+    """Embeddings by prompt word, indexed by the word's first token id for the tokenizer's lookups."""
 
     def __init__(self) -> None:
         self.ids_lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
         self.word_embeddings: dict[str, Embedding] = {}
         self.skipped_embeddings: dict[str, Embedding] = {}
-        self.embedding_dirs: dict[str, str] = {}
+        self.expected_shape = -1
+        self.embedding_dirs: dict[str, DirWithTextualInversionEmbeddings] = {}
 
     def add_embedding_dir(self, path: str) -> None:
-        self.embedding_dirs[path] = path
+        self.embedding_dirs[path] = DirWithTextualInversionEmbeddings(path)
 
     def clear_embedding_dirs(self) -> None:
         self.embedding_dirs = {}
@@ -90,8 +156,42 @@ class EmbeddingDatabase:
 
         return shared.sd_model.cond_stage_model.encode_embedding_init_text(",", 1).shape[1]
 
+    def load_from_file(self, path: str, filename: str) -> None:
+        data = _read(path)
+        if data is None:
+            return
+        name = os.path.splitext(filename)[0]
+        embedding = create_embedding_from_data(data, name, filename=filename, filepath=path)
+        if self.expected_shape in (-1, embedding.shape):
+            from modules import shared
+
+            self.register_embedding(embedding, shared.sd_model)
+        else:
+            self.skipped_embeddings[name] = embedding
+
+    def load_from_dir(self, embdir: DirWithTextualInversionEmbeddings) -> None:
+        for root, _dirs, files in os.walk(embdir.path, followlinks=True):
+            for filename in sorted(files):
+                path = os.path.join(root, filename)
+                try:
+                    if os.path.getsize(path) > 0:
+                        self.load_from_file(path, filename)
+                except Exception:  # the webui reports a bad file and reads the others
+                    errors.report(f"Error loading embedding {filename}", exc_info=True)
+
     def load_textual_inversion_embeddings(self, force_reload: bool = False, sync_with_sd_model: bool = True) -> None:
-        """No embedding files in the fake: what was registered stays."""
+        """Read every folder again when forced or when one changed; this forgets embeddings registered by hand."""
+        if not force_reload and not any(embdir.has_changed() for embdir in self.embedding_dirs.values()):
+            return
+        for table in (self.ids_lookup, self.word_embeddings, self.skipped_embeddings):
+            table.clear()
+        self.expected_shape = self.get_expected_shape()
+        for folder in self.embedding_dirs.values():
+            self.load_from_dir(folder)
+            folder.update()
+        by_name = sorted(self.word_embeddings.items(), key=lambda item: item[0].lower())
+        self.word_embeddings.clear()
+        self.word_embeddings.update(by_name)
 
     def find_embedding_at_position(self, tokens: list[int], offset: int) -> tuple[Embedding | None, int | None]:
         """The registered embedding whose word's ids start at `tokens[offset]`, and how many ids that word has."""
