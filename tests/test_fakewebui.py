@@ -665,6 +665,28 @@ class TestSharedSD1Session:
         assert chunks[0].tokens[2:4] == [0, 0] and [fix.offset for fix in chunks[0].fixes] == [1] and count == 4
         assert torch.allclose(replaced, spelled_out, atol=1e-6) and "zq" not in db.word_embeddings
 
+    def test_embedding_files_load_by_file_name_and_width(self, sd1):
+        from safetensors.torch import save_file
+
+        folder = Path(sd1.shared.cmd_opts.embeddings_dir) / "sub"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"string_to_param": {"*": torch.randn(2, 64)}, "name": "inside", "step": 7}, folder / "ptword.pt")
+        save_file({"emb_params": torch.randn(3, 64)}, str(folder / "stword.safetensors"))
+        save_file({"emb_params": torch.randn(1, 32)}, str(folder / "narrow.safetensors"))  # not this model's width
+        db = sd1.sd_hijack.model_hijack.embedding_db
+        try:
+            db.load_textual_inversion_embeddings(force_reload=True)
+            loaded = {name: (e.vectors, e.shape, e.step) for name, e in db.word_embeddings.items()}
+            skipped = list(db.skipped_embeddings)
+            infotext = sd1.run(sd1.txt2img(prompt="a ptword cat")).infotexts[0]
+        finally:
+            for file in folder.iterdir():
+                file.unlink()
+            db.load_textual_inversion_embeddings(force_reload=True)
+
+        assert loaded == {"ptword": (2, 64, 7), "stword": (3, 64, None)} and skipped == ["narrow"]
+        assert 'TI hashes: "ptword: ' in infotext and not db.word_embeddings
+
     def test_prompt_schedules_and_alternation(self, sd1):
         schedules = sd1.prompt_parser.get_learned_conditioning_prompt_schedules
         assert schedules(["a [b:c:0.5] d"], 10)[0] == [[5, "a b d"], [10, "a c d"]]
