@@ -201,8 +201,9 @@ class Job(AbstractContextManager):
         )
         if self.switch is not None:
             attachments.append(self.switch)
-        if p.heatmap is not None and self.role != "baseline":
-            attachments.append(p.heatmap.recorder())
+        self.heat_recorder = p.heatmap.recorder() if p.heatmap is not None and self.role != "baseline" else None
+        if self.heat_recorder is not None:
+            attachments.append(self.heat_recorder)
         self.heat: dict[int, dict[Key, torch.Tensor]] = {}  # per image, word heat sums kept for delivery
         self.probe = Probe(self.layout.unet, attachments, layout=self.layout)
         self._writers: dict[str, DumpWriter] = {}
@@ -282,6 +283,8 @@ class Job(AbstractContextManager):
         """Render (and dump) everything captured for one image, in gallery order, and free its memory.
 
         Sources of difference maps are left in the capture for `difference_maps`."""
+        if self.heat_recorder is not None:
+            self.heat_recorder.flush()  # the last step's sums are still open until the next step
         taken = self.capture.take_image(image)
         heat = {k: taken.pop(k) for k in [k for k in taken if k.kind == HEAT_KIND]}
         if heat:

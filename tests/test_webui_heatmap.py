@@ -3,6 +3,8 @@ final image, the generated images unchanged, words checked before generation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import unets
@@ -22,7 +24,8 @@ def heat(**more):
 
 
 def test_batch_of_two_with_hires_gives_word_maps_over_each_final_image(w):
-    kwargs = dict(batch_size=2, steps=2, enable_hr=True, hr_scale=2, hr_upscaler="Latent", hr_second_pass_steps=2)
+    kwargs = {"batch_size": 2, "steps": 2, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent"}
+    kwargs["hr_second_pass_steps"] = 3
     prompt = "a cat in a red hat AND a cat"
     plain = w.run(w.txt2img(prompt=prompt, seed=3, **kwargs))
     processed = w.run(w.txt2img(section_args(w, heat(**{"heatmap.per_step": True})), prompt=prompt, seed=3, **kwargs))
@@ -41,6 +44,8 @@ def test_batch_of_two_with_hires_gives_word_maps_over_each_final_image(w):
         assert not np.array_equal(np.asarray(cat.convert("RGB")), np.asarray(image.convert("RGB")))
         strip = processed.images[first + i * len(per_image) + 3]
         assert strip.width == 2 * 128 + 2
+        per_step = processed.images[first + i * len(per_image) + 4]
+        assert per_step.width == 3 * 96 + 2 * 2, "one tile per step of the hires pass, the last one included"
     cat0, cat1 = (np.asarray(processed.images[first + i * len(per_image) + 1]) for i in range(2))
     assert not np.array_equal(cat0, cat1), "each image gets its own map"
     assert "heatmap.words" in processed.infotexts[first]
@@ -57,4 +62,26 @@ def test_a_word_in_no_prompt_stops_the_job_before_generation(w):
         handle.remove()
     assert isinstance(err.value, SpecError)
     assert ran == []
+    assert hooks_on(w.unet) == 0
+
+
+def test_maps_are_saved_beside_their_image_with_paired_names(w, tmp_path):
+    p = w.txt2img(section_args(w, heat(**{"output.save_images": True})), prompt="a cat in a hat", steps=2)
+    p.outpath_samples = str(tmp_path)
+    w.run(p)
+    files = sorted(f.name for f in Path(tmp_path).rglob("*.png"))
+    (image,) = [f for f in files if "dumpunet" not in f]
+    stem = image.removesuffix(".png")
+    suffixes = [f.removeprefix(stem) for f in files if f != image]
+    assert sorted(suffixes) == sorted(f"-dumpunet-heat-{place}-002.png" for place in ("cat", "hat", "words"))
+
+
+def test_xyz_axis_over_words_shows_each_words_map(w):
+    processed = w.xyz_plot(w.txt2img(prompt="a cat in a hat", seed=5), "Dump U-Net: heat map word", "cat, hat",
+                           include_lone_images=True)  # fmt: skip
+    cells = processed.images[processed.index_of_first_image :]
+    assert [c.size for c in cells] == [(64, 64), (64, 64)]
+    assert 'Dump U-Net map: "heat map: cat"' in processed.infotexts[-2]
+    assert 'Dump U-Net map: "heat map: hat"' in processed.infotexts[-1]
+    assert not np.array_equal(np.asarray(cells[0]), np.asarray(cells[1]))
     assert hooks_on(w.unet) == 0

@@ -173,7 +173,12 @@ def test_info_follows_the_size_sliders(w):
 
 def test_axes_are_registered_once_even_after_a_reload(w):
     labels = [o.label for o in w.xyz_module().axis_options if o.label.startswith("Dump U-Net")]
-    assert labels == ["Dump U-Net: per-block prompt blocks", "Dump U-Net: layers", "Dump U-Net: steps"]
+    assert labels == [
+        "Dump U-Net: per-block prompt blocks",
+        "Dump U-Net: layers",
+        "Dump U-Net: steps",
+        "Dump U-Net: heat map word",
+    ]
     w.reload_ui()
     again = [o.label for o in w.xyz_module().axis_options if o.label.startswith("Dump U-Net")]
     assert again == labels

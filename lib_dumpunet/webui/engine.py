@@ -39,7 +39,7 @@ from lib_dumpunet.webui import heatmap_tab, infotext, outputs
 from lib_dumpunet.webui.host import WebuiHost, denoiser_call, unet_of
 from lib_dumpunet.webui.info import layout_of
 
-__all__ = ["CELL", "OVERRIDES", "REQUEST", "Engine", "Request", "is_shared", "output_root"]
+__all__ = ["CELL", "HEAT_CELL", "OVERRIDES", "REQUEST", "Engine", "Request", "is_shared", "output_root"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ INFOTEXT_KEY = infotext.INFOTEXT_KEY
 REQUEST = "dumpunet_request"  # attribute of `p` set by the dropdown script
 OVERRIDES = "dumpunet_overrides"  # attribute of `p` set by X/Y/Z axes: {settings path: value}
 CELL = "dumpunet_cell"  # attribute of `p` set by X/Y/Z axes: "map" = the cell shows a map instead of the image
+HEAT_CELL = "heat"  # value of CELL: the cell shows the first word heat map instead of the image
 
 
 _NO_CELL_BLOCKS = (
@@ -333,6 +334,9 @@ class Engine:
         outputs.insert_maps(processed, outputs.for_gallery(run.maps, output.display_min), positions, extras)
         if getattr(p, CELL, None) == "map":
             outputs.map_first(processed, run.maps.get(0, ()))
+        elif getattr(p, CELL, None) == HEAT_CELL:
+            heat = [dataclasses.replace(m, averaged=True) for m in run.maps.get(0, ()) if m.key.kind == "heat"]
+            outputs.map_first(processed, heat[:1])
         for comment in run.comments:
             p.comment(comment)
             processed.comments = f"{processed.comments}\n{comment}".strip()

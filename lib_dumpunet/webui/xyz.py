@@ -6,6 +6,8 @@
   Dump U-Net: layers                   one cell per block: U-Net features of that block; the cell shows its
                                        channel-averaged map, scaled to the image so cells line up.
   Dump U-Net: steps                    one cell per sampler step: the same, at that step.
+  Dump U-Net: heat map word            one cell per word of the prompt: its word heat map over the image (every
+                                       attn2 layer and step unless the section's Word heat maps tab says otherwise).
 
 Axis values use the layer and step grammars (`IN00-OUT11`, `IN00-OUT11(+2)`, `1-20(+5)`). An axis turns on what it
 needs through overrides on `p`, so the Dump U-Net section does not have to be enabled — but the steps axis needs
@@ -22,14 +24,19 @@ from modules import scripts, shared
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.layer_prompt import replace_blocks
 from lib_dumpunet.specs import parse_layers, parse_steps
-from lib_dumpunet.webui.engine import CELL, OVERRIDES
+from lib_dumpunet.webui.engine import CELL, HEAT_CELL, OVERRIDES
 from lib_dumpunet.webui.host import unet_of
 from lib_dumpunet.webui.info import layout_of
 
 __all__ = ["AXIS_LABELS", "register_axes"]
 
 _XYZ_MODULES = {"xyz_grid.py", "xy_grid.py", "scripts.xyz_grid", "scripts.xy_grid"}
-AXIS_LABELS = ("Dump U-Net: per-block prompt blocks", "Dump U-Net: layers", "Dump U-Net: steps")
+AXIS_LABELS = (
+    "Dump U-Net: per-block prompt blocks",
+    "Dump U-Net: layers",
+    "Dump U-Net: steps",
+    "Dump U-Net: heat map word",
+)
 _MAX_STEPS = 1000
 
 
@@ -92,6 +99,12 @@ def apply_steps(p: Any, x: int, _xs: list) -> None:
     setattr(p, CELL, "map")
 
 
+def apply_heat_word(p: Any, x: str, _xs: list) -> None:
+    word = '"' + x.strip().replace('"', '""') + '"'  # one word per cell, even one that reads as a column number
+    _override(p, **{"heatmap.enabled": True, "heatmap.words": word})
+    setattr(p, CELL, HEAT_CELL)
+
+
 def _format(_p: Any, _opt: Any, x: Any) -> str:
     return str(x)
 
@@ -113,5 +126,6 @@ def register_axes() -> None:
         ),
         xyz.AxisOption(AXIS_LABELS[1], str, apply_layers, format_value=_format, prepare=_prepare_blocks),
         xyz.AxisOption(AXIS_LABELS[2], int, apply_steps, format_value=_format, prepare=_prepare_steps),
+        xyz.AxisOption(AXIS_LABELS[3], str, apply_heat_word, format_value=_format),
     ]
     xyz.axis_options.extend(o for o in options if o.label not in present)
