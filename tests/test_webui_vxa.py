@@ -170,3 +170,28 @@ def test_the_webuis_chunks_and_the_librarys_agree(w):
     from lib_dumpunet.webui.tokens import token_labels  # what WebuiHost gives the Q*K maps
 
     assert token_labels(prompts[1], model)[:3] == ["BOS", "<myemb>", "<myemb>"]
+
+
+def test_a_checkpoint_switch_is_followed(w):
+    """The original kept the modules of the model loaded when the tab was built (VXA #3); here the layer list and
+    the hooks follow whatever model is loaded when the button is pressed. Runs last: it loads the other family."""
+    from fakewebui.tiny_model import build
+
+    vxa_tab = the_tab(w)
+    press = button(vxa_tab)  # the tab was built with the first model
+    old_unet = w.unet
+    other = unets.SD2 if w.flavour is unets.SDXL else unets.SDXL
+    info = w.sd_models.CheckpointInfo(f"tiny-{other.name}-switch.safetensors", builder=lambda: build(other, 3))
+    w.sd_models.load_model(info)
+    try:
+        assert w.unet is not old_unet
+        more = (True, 0, "posterior mean", "mean", 0.5, "jet", 0, False, False)
+        layer = "M00.attn2.9" if other is unets.SDXL else "OUT11"
+        image, _gallery, _table, layers, message = press(photo(), PROMPT, "neck", "500", layer, "grey", *more)
+        assert image is not None and image.shape == (72, 96, 3), message
+        assert layer in layers["choices"]
+        assert f"Model: tiny-{other.name}-switch" in message
+        for unet in (old_unet, w.unet):
+            assert all(not m._forward_hooks and not m._forward_pre_hooks for m in unet.modules())
+    finally:
+        w.sd_models.load_model(w.checkpoint_info)
