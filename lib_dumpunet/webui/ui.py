@@ -22,6 +22,7 @@ import gradio as gr
 from lib_dumpunet.colorize import METHODS, NORMALIZE, SPACES, TRANSFORMS
 from lib_dumpunet.settings import ATTENTION_OUTPUTS, AVERAGE_CHOICES, FIELDS
 from lib_dumpunet.webui.heatmap_tab import heatmap_tab
+from lib_dumpunet.webui.vxa_tab import token_inspector_section
 
 __all__ = ["TABS", "Widgets", "build"]
 
@@ -173,6 +174,7 @@ def attention_tab(w: Widgets) -> None:
             ),
         )
     w.watched["attention"] += ["attention.outputs", "attention.self_attention", "attention.query_points"]
+    token_inspector_section(w.id("attention-token-inspector"))  # which Q*K column is which token
     colorization(w, "attention")
     dump_setting(w, "attention", "Dump feature tensors to files")
     layer_info(w, "attention")

@@ -219,7 +219,7 @@ def token_inspector(prompt: gr.Textbox, *, elem_id: str) -> gr.Dataframe:
         wrap=True,
         elem_id=elem_id,
     )
-    note = gr.HTML(elem_id=f"{elem_id}_message")
+    note = gr.HTML(elem_classes=[f"{elem_id}-message"])  # gradio 3.41 puts an HTML id on two elements
     prompt.change(fn=inspect_tokens, inputs=[prompt], outputs=[table, note], show_progress=False)
     return table
 
@@ -291,7 +291,7 @@ def _outputs_section() -> dict[str, Any]:
     w: dict[str, Any] = {}
     w["output_image"] = gr.Image(label="Output", interactive=False, elem_id="vxa_output")
     w["gallery"] = gr.Gallery(label="One map per item", elem_id="vxa_items", columns=4, visible=False)
-    w["message"] = gr.HTML(elem_id="vxa_message")
+    w["message"] = gr.HTML(elem_classes=["vxa_message"])
     return w
 
 
