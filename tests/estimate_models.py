@@ -93,9 +93,3 @@ def sd2_denoiser() -> ScheduleDenoiser:
     """SD2-768 style: the model predicts v."""
     unet = unets.build_sd2().requires_grad_(False)
     return ScheduleDenoiser(lambda x, t, c: unet(x, t, context=c), alphas_cumprod(), "v")
-
-
-@functools.cache
-def sdxl_denoiser() -> ScheduleDenoiser:
-    unet = unets.build_sdxl().requires_grad_(False)
-    return ScheduleDenoiser(lambda x, t, c: unet(x, t, context=c["crossattn"], y=c["vector"]), alphas_cumprod(), "eps")

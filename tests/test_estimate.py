@@ -125,7 +125,8 @@ def test_unusable_embedding_in_prompt_is_refused():
 
 
 def transformer_settings(prompt, **kw):
-    values = {"prompt": prompt, "name": "est", "tokens": 3, "vectors_from": "tokens", "iterations": 150}
+    values = {"prompt": prompt, "name": "est", "tokens": 3, "vectors_from": "tokens", "iterations": 80}
+    values["learning_rate"] = 0.01
     return EstimateSettings(**{**values, **kw})
 
 
@@ -136,13 +137,13 @@ def test_transformer_mode_reaches_the_target_rows(prompt):
     assert result.start.cosine < 0.9
     assert result.final.cosine >= 0.99
     assert result.final.distance < result.start.distance / 2
-    assert result.iterations == 150
+    assert result.iterations == 80
     assert result.losses[-1] < result.losses[0] / 5
 
 
 def test_transformer_mode_sdxl_pairs():
     enc = em.sdxl_encoder()
-    result = estimate(transformer_settings("a red cat", iterations=100), enc)
+    result = estimate(transformer_settings("a red cat"), enc)
     assert {k: tuple(v.shape) for k, v in result.vectors.items()} == {"clip_l": (3, 64), "clip_g": (3, 64)}
     assert result.final.cosine >= 0.99
 
@@ -217,12 +218,9 @@ def test_unet_mode_negative_target_trains_the_uncond_branch():
     assert prompts.start.loss > 1e-4
 
 
-@pytest.mark.parametrize(
-    ("encoder", "denoiser"),
-    [(em.sd2_encoder, em.sd2_denoiser), (em.sdxl_encoder, em.sdxl_denoiser)],
-    ids=["sd2", "sdxl"],
-)
-def test_unet_mode_sd2_and_sdxl_learn_every_part(encoder, denoiser):
+def test_unet_mode_sd2_v_prediction_learns():
+    # SDXL in U-NET mode: tests/test_estimate_tab_sdxl.py, through the webui's own conditioner and apply_model
+    encoder, denoiser = em.sd2_encoder, em.sd2_denoiser
     settings = unet_settings(steps=1, iterations=1, learning_rate=0.01, tokens=2)
     result = estimate(settings, encoder(), denoiser=denoiser(), latent_shape=(1, 4, 8, 8))
     start = initial_vectors(settings, encoder())
