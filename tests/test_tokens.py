@@ -84,7 +84,7 @@ def test_break_is_its_own_fragment_but_only_outside_brackets():
     assert not any(f.is_break for f in parse_emphasis("BREAKFAST, aBREAK"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet="ab :.1()[]\\BREAK", max_size=40))
 def test_emphasis_never_raises_and_keeps_letters(prompt):
     fragments = parse_emphasis(prompt)
@@ -294,7 +294,7 @@ def test_overlong_picks_are_refused():
         table("a").pick("1," * 2000)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet='ahtred 0123456789-,"', max_size=30))
 def test_picks_either_succeed_within_the_table_or_raise_spec_errors(text):
     t = table("a red hat")

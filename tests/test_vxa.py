@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_the_layer_map_is_the_attention_paid_to_the_picked_tokens(sd1):
     expected = probs[:, :, picked].sum(-1).mean(0)
     got = result.layer_map("M00.attn2")
     torch.testing.assert_close(got.flatten(), expected, atol=1e-5, rtol=1e-4)
-    head_max = visualize(sd1, photo(), VxaSettings(prompt=PROMPT, tokens="hat, 6", layer="M00", t=500, heads="max"))
+    head_max = replace(result, settings=replace(result.settings, heads="max"))
     torch.testing.assert_close(head_max.layer_map("M00.attn2").flatten(), probs[:, :, picked].sum(-1).amax(0))
 
 
@@ -337,14 +338,15 @@ def test_dumpunet_vxa_writes_the_map_with_its_settings(diffusers_folders, tmp_pa
     assert "vxa-photo.png" in capsys.readouterr().out
 
 
-def test_dumpunet_vxa_mistakes_exit_2_with_the_message(diffusers_folders, tmp_path, capsys):
+def test_dumpunet_vxa_mistakes_exit_2_with_the_message_before_loading(tmp_path, capsys):
     from lib_dumpunet.cli import main
 
     Image.fromarray(photo()).save(tmp_path / "photo.png")
-    base = ["vxa", str(tmp_path / "photo.png"), "-p", "a red hat", "--model", str(diffusers_folders["sdxl"])]
-    assert main([*base, "--tokens", "neck", "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "no word 'neck' in the prompt" in err and "^" in err
-    assert main([*base, "-t", "2000"]) == 2
-    assert "Time embedding" in capsys.readouterr().err
+    base = ["vxa", str(tmp_path / "photo.png"), "-p", "a red hat", "--model", str(tmp_path / "no-model")]
+    assert main([*base, "-t", "2000", "--out", str(tmp_path / "out")]) == 2
+    assert "Time embedding: 2000.0 is outside 0–999" in capsys.readouterr().err
+    assert main([*base, "--seed", "1", "--size", "9"]) == 2
+    assert "Model input size" in capsys.readouterr().err
+    assert main([*base]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
