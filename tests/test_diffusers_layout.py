@@ -36,7 +36,7 @@ def test_blocks_and_attention_modules_match_the_ldm_layout(name, diffusers_unet,
     assert ours.names == ldm.names
     assert [b.contents for b in ours.blocks] == [b.contents for b in ldm.blocks]
     described = lambda layout: [  # noqa: E731
-        (a.label, a.kind, a.depth_count, a.heads, a.dim_head, a.context_dim) for b in layout.blocks for a in b.attentions
+        (a.label, a.kind, a.depth_count, a.heads, a.dim_head, a.context_dim) for a in layout.attentions(layout.names)
     ]
     assert described(ours) == described(ldm)
     assert ours.context_dim == ldm.context_dim == tiny_diffusers.CONTEXT[name]
