@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps} steps, batch 1, all 16 attn2 layers, every step | {plain:.2f} s | {heat:.2f} s | "
         f"{statistics.median(ratios):.3f}× ({min(ratios):.3f}–{max(ratios):.3f}) | ≤ 1.10× |"
     )
+    in_hooks = statistics.median(r.info["in_hooks"] for r in runs["heat"])
+    print(f"| time inside the recorder's hooks | as above | – | {in_hooks:.1%} of sampling | – | – |")
     print(f"| drawing | two words + per-step strips, one image | – | {drawing * 1000:.0f} ms | – | – |")
     print(f"\nMedians of {len(ratios)} interleaved repetitions. Total {time.perf_counter() - started:.0f} s.")
 
