@@ -397,3 +397,12 @@ def test_run_checks_the_file_before_training_and_saves_after(tmp_path):
     skipped = run_estimate(transformer_settings("a cat", name="other"), enc, tmp_path, monitor=Discarding())
     assert skipped.saved is None and skipped.result.stopped
     assert not list(tmp_path.rglob("other.*"))
+
+
+def test_emphasis_parsing_stays_linear_on_hostile_prompts():
+    # 1500 brackets left open: applied one by one, each would rescale everything after it
+    parsed = parse_emphasis("(a:1.2" * 1500)
+    assert len(parsed) == 1500
+    assert parsed[0].text == "a:1.2"
+    assert parsed[-1].weight == pytest.approx(1.1**1500, rel=1e-9)
+    assert [p.weight for p in parse_emphasis("(x:0) [(y:-2)]")] == [0.0, 1.0, pytest.approx(-2 / 1.1)]
