@@ -44,6 +44,17 @@ KIND_NAMES = {
 _LABEL_MIN_TILE = 12
 
 
+# the kind's word in saved file names
+_FILE_TAGS = {
+    "features": "unet",
+    "k": "attn-k",
+    "qk": "attn-qk",
+    "vqk": "attn-vqk",
+    "self": "attn-self",
+    "diff": "diff",
+}
+
+
 @dataclass(frozen=True)
 class MapImage:
     """One image for the gallery: what it shows (`key`), the picture, and a one-line description."""
@@ -52,6 +63,21 @@ class MapImage:
     image: Image.Image
     label: str
     averaged: bool = False
+
+    @property
+    def file_suffix(self) -> str:
+        """'-dumpunet-unet-IN04-005' (+ '-and2', '-uncond', '-avg'): what a saved map adds to its image's file name,
+        the same in the webui and on the command line."""
+        key = self.key
+        step = f"{'hr' if key.pass_index else ''}{key.step:03d}"
+        parts = ["-dumpunet", _FILE_TAGS.get(key.kind, key.kind), key.place, step]
+        if key.sub:
+            parts.append(f"and{key.sub + 1}")
+        if key.branch != "cond":
+            parts.append(key.branch)
+        if self.averaged:
+            parts.append("avg")
+        return "-".join(parts)
 
 
 def describe(key: Key, *, averaged: bool = False) -> str:

@@ -18,24 +18,10 @@ from PIL import Image, PngImagePlugin
 
 from lib_dumpunet.render import MapImage
 
-__all__ = ["MAP_KEY", "Saved", "Writer", "map_suffix", "quote"]
+__all__ = ["MAP_KEY", "Saved", "Writer", "quote"]
 
 MAP_KEY = "Dump U-Net map"
-_TAGS = {"features": "unet", "k": "attn-k", "qk": "attn-qk", "vqk": "attn-vqk", "self": "attn-self", "diff": "diff"}
 _NUMBERED = re.compile(r"^(\d{5})-")
-
-
-def map_suffix(m: MapImage) -> str:
-    """'-dumpunet-unet-IN04-005' (+ '-and2', '-uncond', '-avg'), as the webui extension names saved maps."""
-    key = m.key
-    parts = ["-dumpunet", _TAGS.get(key.kind, key.kind), key.place, f"{'hr' if key.pass_index else ''}{key.step:03d}"]
-    if key.sub:
-        parts.append(f"and{key.sub + 1}")
-    if key.branch != "cond":
-        parts.append(key.branch)
-    if m.averaged:
-        parts.append("avg")
-    return "-".join(parts)
 
 
 def quote(text: str) -> str:
@@ -72,7 +58,7 @@ class Writer:
 
     def map(self, image_stem: str, m: MapImage, owner_infotext: str, columns: tuple[int, int] | None = None) -> Saved:
         info = f"{owner_infotext}, {MAP_KEY}: {quote(m.label)}"
-        saved = self._write(m.image, f"{image_stem}{map_suffix(m)}", info, m.label)
+        saved = self._write(m.image, f"{image_stem}{m.file_suffix}", info, m.label)
         saved.map, saved.columns = m, columns
         return saved
 

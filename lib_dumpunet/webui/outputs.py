@@ -36,25 +36,11 @@ __all__ = [
     "images_after_each",
     "insert_maps",
     "map_first",
-    "map_suffix",
     "merge_difference",
     "save_maps",
 ]
 
 MAP_KEY = "Dump U-Net map"
-_TAGS = {"features": "unet", "k": "attn-k", "qk": "attn-qk", "vqk": "attn-vqk", "self": "attn-self", "diff": "diff"}
-
-
-def map_suffix(m: MapImage) -> str:
-    key = m.key
-    parts = ["-dumpunet", _TAGS.get(key.kind, key.kind), key.place, f"{'hr' if key.pass_index else ''}{key.step:03d}"]
-    if key.sub:
-        parts.append(f"and{key.sub + 1}")
-    if key.branch != "cond":
-        parts.append(key.branch)
-    if m.averaged:
-        parts.append("avg")
-    return "-".join(parts)
 
 
 def palette_format() -> bool:
@@ -176,12 +162,12 @@ def save_maps(
                 stem = Path(image_file).stem
                 fullfn, _ = images.save_image(
                     m.image, target, "", seed, prompt, extension, info=info, p=p,
-                    forced_filename=f"{stem}{map_suffix(m)}", save_to_dirs=False,
+                    forced_filename=f"{stem}{m.file_suffix}", save_to_dirs=False,
                 )  # fmt: skip
             else:
                 target = str(folder) if folder is not None else p.outpath_samples
                 fullfn, _ = images.save_image(
-                    m.image, target, "", seed, prompt, extension, info=info, p=p, suffix=map_suffix(m)
+                    m.image, target, "", seed, prompt, extension, info=info, p=p, suffix=m.file_suffix
                 )
             files.append(fullfn)
     return files
