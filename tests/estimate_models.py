@@ -13,9 +13,8 @@ import functools
 
 import torch
 import unets
-from fakewebui.tiny_model import clip_tokenizer
-from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel
+from fakewebui.tiny_model import clip_text_model, clip_tokenizer
+from transformers import CLIPTextModel
 
 from lib_dumpunet.estimate.clip_text import ClipPromptEncoder, ClipTower
 from lib_dumpunet.estimate.denoise import ScheduleDenoiser
@@ -24,28 +23,8 @@ CLIP_LAYERS = 2
 
 
 def text_model(width: int, seed: int) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=width,
-        intermediate_size=2 * width,
-        projection_dim=width,
-        num_hidden_layers=CLIP_LAYERS,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu",
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=1,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPTextModel(config)
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.LayerNorm):
-                    module.weight.normal_(1.0, 0.2)
-                    module.bias.normal_(0.0, 0.2)
-    return model.eval().requires_grad_(False)
+    """The fake webui's tiny CLIP text transformer, two layers deep, frozen."""
+    return clip_text_model(width, seed, layers=CLIP_LAYERS).requires_grad_(False)
 
 
 @functools.cache

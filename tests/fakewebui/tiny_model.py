@@ -101,14 +101,14 @@ def clip_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
-def clip_text_model(width: int, seed: int) -> CLIPTextModel:
-    """A tiny real CLIP text transformer whose hidden states are `width` wide, weights from `seed`."""
+def clip_text_model(width: int, seed: int, layers: int = CLIP_LAYERS) -> CLIPTextModel:
+    """A tiny real CLIP text transformer whose hidden states are `width` wide, `layers` deep, weights from `seed`."""
     config = CLIPTextConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=width,
         intermediate_size=2 * width,
         projection_dim=width,
-        num_hidden_layers=CLIP_LAYERS,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         max_position_embeddings=77,
         hidden_act="quick_gelu",
