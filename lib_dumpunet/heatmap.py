@@ -38,6 +38,7 @@ from lib_dumpunet.errors import DumpUnetError, SpecError
 from lib_dumpunet.hooks import HookSet
 from lib_dumpunet.layout import AttentionInfo, UNetLayout
 from lib_dumpunet.overlay import COLORMAPS, MODES, Colormap, Mode, min_max, overlay, resize_heat
+from lib_dumpunet.render import MapImage
 from lib_dumpunet.sampling import Branch, SamplingTracker
 from lib_dumpunet.specs import StepSelection, parse_layers, parse_steps
 from lib_dumpunet.tokens import TokenTable, _pick_items
@@ -51,6 +52,7 @@ __all__ = [
     "WordHeat",
     "WordHeatRecorder",
     "find_words",
+    "map_images",
     "render_words",
     "word_heats",
 ]
@@ -395,6 +397,23 @@ def render_words(image: np.ndarray, heats: Sequence[WordHeat], settings: Heatmap
             labels = [str(step) for step, _ in h.steps]
             pictures.append(WordPicture(f"{h.label} per step", _strip(tiles, labels), "steps"))
     return pictures
+
+
+_UNSAFE = re.compile(r"[^\w-]+")
+
+
+def map_images(image: int, heats: Sequence[WordHeat], pictures: Sequence[WordPicture]) -> list[MapImage]:
+    """`render_words`' pictures of job image `image` as gallery maps, with the labels and file names the webui and
+    the command line both use: `<image>-dumpunet-heat-<word>-<last step>.png`, `…-heat-words-…` for the strip."""
+    pass_index = heats[0].pass_index if heats else 0
+    last = max((step for h in heats for step, _ in h.steps), default=0)
+    out = []
+    for pic in pictures:
+        place = _UNSAFE.sub("_", "words" if pic.kind == "strip" else pic.label).strip("_") or "word"
+        key = Key(image, pass_index, last, place, "heat")
+        label = "heat maps: " + pic.label.removeprefix("words: ") if pic.kind == "strip" else f"heat map: {pic.label}"
+        out.append(MapImage(key, Image.fromarray(pic.image), label))
+    return out
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:

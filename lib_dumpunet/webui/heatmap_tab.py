@@ -9,20 +9,18 @@ one per word, the strip of all words, and per-step strips when asked (`lib_dumpu
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from lib_dumpunet.capture import Key
 from lib_dumpunet.heatmap import (
-    HEAT_KIND,
     NEGATIVE_FIELD,
     HeatmapSettings,
     WordColumns,
     find_words,
+    map_images,
     render_words,
     word_heats,
 )
@@ -34,7 +32,6 @@ from lib_dumpunet.webui.tokens import token_table
 
 __all__ = ["check_words", "heatmap_tab", "word_pictures"]
 
-_UNSAFE = re.compile(r"[^\w-]+")
 _DEFAULTS = HeatmapSettings()
 
 
@@ -169,13 +166,4 @@ def word_pictures(job: Job, image: int, picture: Image.Image, settings: HeatmapS
     if not captured or meta is None:
         return []
     heats = word_heats(captured, image, _words(settings, meta.cond_texts, meta.negative, model))
-    pass_index = heats[0].pass_index if heats else 0
-    last = max((k.step for k in captured if k.kind == HEAT_KIND and k.pass_index == pass_index), default=0)
-    out = []
-    for pic in render_words(np.asarray(picture.convert("RGB")), heats, settings):
-        place = {"strip": "words"}.get(pic.kind, pic.label)
-        place = _UNSAFE.sub("_", place).strip("_") or "word"
-        key = Key(image, pass_index, last, place, "heat")
-        label = "heat maps: " + pic.label.removeprefix("words: ") if pic.kind == "strip" else f"heat map: {pic.label}"
-        out.append(MapImage(key, Image.fromarray(pic.image), label))
-    return out
+    return map_images(image, heats, render_words(np.asarray(picture.convert("RGB")), heats, settings))
