@@ -111,7 +111,7 @@ def test_long_prompts_take_several_chunks_and_sd2_pads_with_zero():
         split = enc.encode("red BREAK cat")
     assert long.shape == (1, 154, 96)
     assert split.shape == (1, 154, 96)
-    ids, _ = enc._chunk_ids(enc.towers[0], enc._chunks(enc.towers[0], "cat", {})[0])
+    ids, _ = enc._chunk_ids(enc.towers[0], enc.chunks("cat")[0])
     assert ids[0, :4].tolist() == [49406, enc.towers[0].ids("cat")[0], 49407, 0]
 
 

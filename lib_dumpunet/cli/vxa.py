@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.overlay import COLORMAPS, MODES
-from lib_dumpunet.tokens import BpeVocabulary, TokenTable, chunk_prompt
+from lib_dumpunet.tokens import TokenTable
 from lib_dumpunet.vxa import (
     DEFAULT_LAYER,
     HEAD_MODES,
@@ -119,16 +119,7 @@ class DiffusersVxaHost:
         return int(cond[0].shape[1])
 
     def tokens(self, prompt: str) -> TokenTable:
-        # the front-end's encoder follows the webui's chunk rules without comma back-tracking; VXA checks that the
-        # table's length equals the context's
-        tok = self.model.text.tokenizers[0]
-
-        def tokenize(texts: list[str]) -> list[list[int]]:
-            return [list(tok(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in texts]
-
-        start, end, comma = tok.bos_token_id, tok.eos_token_id, tok.get_vocab().get(",</w>")
-        chunks = chunk_prompt(prompt, tokenize, start=start, end=end, comma=comma, comma_backtrack=0)
-        return TokenTable.from_chunks(chunks, BpeVocabulary.of(tok))
+        return self.model.text.table(prompt)  # the chunks the encoder conditions on; VXA checks the length matches
 
     def run_unet(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, dict | None]) -> None:
         context, added = cond

@@ -3,9 +3,10 @@
 A prompt is cut at `AND` into weighted sub-prompts (`a cat AND a dog :0.5`); each becomes one cond row. Encoding
 itself is the library's webui-style encoder (`lib_dumpunet.estimate.clip_text`, shared with Embedding Estimate):
 emphasis `(word:1.2)` with the webui's mean restoration, chunks of 75 tokens framed as [BOS] tokens [EOS] padding
-(a new chunk also at `BREAK`), chunks joined along the token axis so a prompt of any length is used whole. SD1/SD2
-take the encoder's last hidden state; SDXL joins its two encoders' penultimate hidden states along the width and
-takes the pooled vector of the second encoder's first chunk. Token labels follow the same chunks.
+(a new chunk also at `BREAK`, and after the last comma when a chunk fills up), chunks joined along the token axis so
+a prompt of any length is used whole. SD1/SD2 take the encoder's last hidden state; SDXL joins its two encoders'
+penultimate hidden states along the width and takes the pooled vector of the second encoder's first chunk. The token
+table (and the maps' labels) reads the same chunks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import torch
 
-from lib_dumpunet.estimate.clip_text import CHUNK_TOKENS, ClipPromptEncoder, ClipTower
-from lib_dumpunet.estimate.emphasis import parse_emphasis
+from lib_dumpunet.estimate.clip_text import ClipPromptEncoder, ClipTower
 from lib_dumpunet.estimate.model import SDXL_PARTS, SINGLE_PART
+from lib_dumpunet.tokens import BpeVocabulary, TokenTable
 
 __all__ = ["Encoded", "TextEncoder", "split_and"]
 
@@ -67,22 +68,10 @@ class TextEncoder:
             self._cache[text] = encoded
         return self._cache[text]
 
+    def table(self, text: str) -> TokenTable:
+        """The token inspector's table of `text` (one sub-prompt, no AND): the very chunks `encode` uses."""
+        return TokenTable.from_chunks(self.encoder.chunks(text), BpeVocabulary.of(self.tokenizers[0]))
+
     def labels(self, text: str) -> list[str]:
         """One label per context position: BOS, the tokens, EOS, then 'pad', per 77-position chunk."""
-        tok = self.tokenizers[0]
-        chunks: list[list[int]] = [[]]
-        for piece in parse_emphasis(text):
-            if piece.is_break:
-                chunks.append([])
-                continue
-            for token in tok(piece.text, add_special_tokens=False, verbose=False).input_ids:
-                if len(chunks[-1]) == CHUNK_TOKENS:
-                    chunks.append([])
-                chunks[-1].append(token)
-        if len(chunks) > 1 and not chunks[-1]:
-            chunks.pop()
-        out = []
-        for ids in chunks:
-            words = [w.replace("</w>", "") for w in tok.convert_ids_to_tokens(ids)]
-            out += ["BOS", *words, "EOS", *["pad"] * (CHUNK_TOKENS - len(ids))]
-        return out
+        return self.table(text).labels()

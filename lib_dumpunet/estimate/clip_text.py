@@ -1,10 +1,11 @@
 """A prompt encoder over Hugging Face CLIP text models that encodes prompts the way the webui does.
 
-For hosts without the webui (the diffusers front-end, tests): the prompt is read with the webui's emphasis syntax,
-tokenised piece by piece, cut into chunks of 75 tokens (a chunk also ends at `BREAK` or where an embedding would not
-fit; unlike the webui, no back-tracking to the last comma), wrapped as BOS + 75 + EOS and padded with the tower's pad
-id after the first EOS. Embedding names in the prompt become placeholder tokens whose token-embedding rows are
-replaced by the embedding's vectors (a forward hook on the token-embedding layer, so gradients reach the vectors).
+For hosts without the webui (the diffusers front-end, tests): the prompt is cut into chunks by the token inspector's
+`chunk_prompt` (`lib_dumpunet.tokens`: the webui's emphasis syntax, 75 tokens a chunk, a new chunk at `BREAK`, where an
+embedding would not fit, and after the last comma when a chunk fills up — the webui's comma back-tracking, 20 tokens
+by default), wrapped as BOS + 75 + EOS and padded with the tower's pad id after the first EOS. Embedding names in the
+prompt become placeholder tokens whose token-embedding rows are replaced by the embedding's vectors (a forward hook on
+the token-embedding layer, so gradients reach the vectors).
 Each chunk runs through the transformer; the chosen hidden layer (optionally through the final layer norm) is
 weighted by the "Original" emphasis — every token row times its weight, then the whole chunk rescaled so its mean
 is the unweighted mean — and chunks are joined along the token axis. Several towers (SDXL's CLIP-L and OpenCLIP-G)
@@ -15,19 +16,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from lib_dumpunet.errors import DumpUnetError
-from lib_dumpunet.estimate.emphasis import Piece, parse_emphasis
 from lib_dumpunet.estimate.model import SINGLE_PART, Cond, Vectors, vector_count
+from lib_dumpunet.tokens import CHUNK_TOKENS, Chunk, EmbeddingIndex, chunk_prompt
 
 __all__ = ["CHUNK_TOKENS", "ClipPromptEncoder", "ClipTower"]
 
-CHUNK_TOKENS = 75
 Emphasis = Literal["Original", "No norm", "Ignore", "None"]
 
 
@@ -55,13 +55,6 @@ class ClipTower:
 
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-@dataclass
-class _Chunk:
-    ids: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    fixes: list[tuple[int, str]] = field(default_factory=list)  # (offset after BOS, embedding name)
 
 
 @contextlib.contextmanager
@@ -92,11 +85,13 @@ class ClipPromptEncoder:
         emphasis: Emphasis = "Original",
         vector_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         unusable: Mapping[str, str] | None = None,
+        comma_backtrack: int = 20,
     ) -> None:
         self.towers = towers
         self.emphasis = emphasis
         self.vector_fn = vector_fn
         self.unusable = dict(unusable or {})  # embedding name -> why it cannot be used with this model
+        self.comma_backtrack = comma_backtrack  # the webui setting "Prompt word wrap length limit" (0: off)
 
     @property
     def parts(self) -> dict[str, int]:
@@ -104,60 +99,41 @@ class ClipPromptEncoder:
 
     # --- tokens ----------------------------------------------------------------------------------------------------
 
-    def _chunks(self, tower: ClipTower, prompt: str, names: Mapping[str, int]) -> list[_Chunk]:
-        pieces = parse_emphasis(prompt) if self.emphasis != "None" else [Piece(prompt, 1.0)]
-        name_ids = sorted(((tower.ids(name), name) for name in names), key=lambda item: -len(item[0]))
-        bad_ids = [(tower.ids(name), name) for name in self.unusable]
-        chunks: list[_Chunk] = []
-        current = _Chunk()
+    def chunks(self, prompt: str, names: Mapping[str, int] | None = None, tower: int = 0) -> list[Chunk]:
+        """The 77-id chunks `prompt` becomes in tower `tower` — the token inspector's `chunk_prompt`, so the tables
+        shown to the user and the tensors encoded here come from one set of rules. `names`: embedding name → number
+        of vectors; an embedding this model cannot use is refused by name."""
+        t = self.towers[tower]
+        keywords = dict.fromkeys(self.unusable, 1) | dict(names or {})
 
-        def close() -> None:
-            nonlocal current
-            chunks.append(current)
-            current = _Chunk()
+        def tokenize(texts: list[str]) -> list[list[int]]:
+            return [t.ids(text) for text in texts]
 
-        for piece in pieces:
-            if piece.is_break:
-                close()
-                continue
-            ids = tower.ids(piece.text)
-            i = 0
-            while i < len(ids):
-                for bad, name in bad_ids:
-                    if bad and ids[i : i + len(bad)] == bad:
-                        raise DumpUnetError(
-                            f"Prompt: the embedding '{name}' cannot be used here: {self.unusable[name]}"
-                        )
-                found = next(((e, n) for e, n in name_ids if e and ids[i : i + len(e)] == e), None)
-                if found is not None:
-                    count = names[found[1]]
-                    if len(current.ids) + count > CHUNK_TOKENS:
-                        close()
-                    current.fixes.append((len(current.ids), found[1]))
-                    current.ids += [0] * count
-                    current.weights += [piece.weight] * count
-                    i += len(found[0])
-                else:
-                    current.ids.append(ids[i])
-                    current.weights.append(piece.weight)
-                    i += 1
-                if len(current.ids) >= CHUNK_TOKENS:
-                    close()
-        if current.ids or not chunks:
-            close()
-        return chunks
+        comma = t.tokenizer.get_vocab().get(",</w>") if hasattr(t.tokenizer, "get_vocab") else None
+        found = chunk_prompt(
+            prompt,
+            tokenize,
+            start=t.tokenizer.bos_token_id,
+            end=t.tokenizer.eos_token_id,
+            comma=comma,
+            embeddings=EmbeddingIndex(keywords, tokenize) if keywords else None,
+            emphasis=self.emphasis != "None",
+            comma_backtrack=self.comma_backtrack,
+        )
+        for chunk in found:
+            for fix in chunk.fixes:
+                name = fix.embedding.name
+                if name in self.unusable and name not in (names or {}):
+                    raise DumpUnetError(f"Prompt: the embedding '{name}' cannot be used here: {self.unusable[name]}")
+        return found
 
-    def _chunk_ids(self, tower: ClipTower, chunk: _Chunk) -> tuple[torch.Tensor, torch.Tensor]:
-        tokenizer = tower.tokenizer
-        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        fill = CHUNK_TOKENS - len(chunk.ids)
-        ids = [bos, *chunk.ids, *([eos] * fill), eos]
+    def _chunk_ids(self, tower: ClipTower, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = list(chunk.tokens)
         if tower.pad_id is not None:
-            first_eos = ids.index(eos, 1)
-            ids = ids[: first_eos + 1] + [tower.pad_id] * (len(ids) - first_eos - 1)
-        weights = [1.0, *chunk.weights, *([1.0] * (fill + 1))]
+            first_end = ids.index(tower.tokenizer.eos_token_id, 1)
+            ids = ids[: first_end + 1] + [tower.pad_id] * (len(ids) - first_end - 1)
         device = tower.token_embedding.weight.device
-        return torch.tensor([ids], device=device), torch.tensor(weights, device=device)
+        return torch.tensor([ids], device=device), torch.tensor(chunk.multipliers, device=device)
 
     # --- encoding --------------------------------------------------------------------------------------------------
 
@@ -184,9 +160,9 @@ class ClipPromptEncoder:
     def _encode_tower(self, tower: ClipTower, prompt: str, embeddings: Mapping[str, Vectors]):
         names = {name: vector_count(vectors) for name, vectors in embeddings.items()}
         parts, pooled = [], None
-        for chunk in self._chunks(tower, prompt, names):
+        for chunk in self.chunks(prompt, names, self.towers.index(tower)):
             ids, weights = self._chunk_ids(tower, chunk)
-            fixes = [(offset, embeddings[name][tower.part]) for offset, name in chunk.fixes]
+            fixes = [(fix.offset, embeddings[fix.embedding.name][tower.part]) for fix in chunk.fixes]
             z, chunk_pooled = self._run(tower, ids, fixes)
             pooled = chunk_pooled if pooled is None else pooled
             parts.append(self._weighted(z, weights))
