@@ -16,6 +16,8 @@ own), emphasis weight, and the embedding whose vector it is.
 (`4-6`), words or phrases (`hat, red hat`, matched case-insensitively and ignoring spaces, so `t-shirt` matches
 the three tokens "t", "-", "shirt"), and quoted words (`"1"` is the word 1, not column 1). A blank field picks every
 prompt token (no start, end or padding tokens). Anything that names nothing raises `SpecError` with a caret.
+For callers that look the same text up in several tables (every AND sub-prompt, every prompt of a batch),
+`pick_items` reads the text once into `PickItem`s and `TokenTable.lookup` finds one item in one table.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ __all__ = [
     "EmbeddingIndex",
     "Fix",
     "Fragment",
+    "PickItem",
     "TokenPick",
     "TokenRow",
     "TokenTable",
     "Vocabulary",
     "chunk_prompt",
     "parse_emphasis",
+    "pick_items",
 ]
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk
@@ -449,10 +453,7 @@ class TokenTable:
 
     def pick(self, text: str, *, field: str = TOKENS_FIELD) -> TokenPick:
         """The columns `text` names (see the module docstring); blank picks every prompt token."""
-        if len(text) > MAX_PICK_LENGTH:
-            msg = f"{field} is {len(text):,} characters long; at most {MAX_PICK_LENGTH:,} are allowed — shorten it"
-            raise DumpUnetError(msg)
-        items = _pick_items(text, field)
+        items = pick_items(text, field=field)
         if not items:
             every = self.prompt_positions()
             if not every:
@@ -462,11 +463,13 @@ class TokenTable:
                 )
                 raise DumpUnetError(msg)
             return TokenPick(every, (("all prompt tokens", every),))
-        groups = [(item.source, self._resolve(item, text, field)) for item in items]
+        groups = [(item.source, self.lookup(item, text, field=field)) for item in items]
         chosen = sorted({p for _, ps in groups for p in ps})
         return TokenPick(tuple(chosen), tuple(groups))
 
-    def _resolve(self, item: _Item, text: str, field: str) -> tuple[int, ...]:
+    def lookup(self, item: PickItem, text: str, *, field: str = TOKENS_FIELD) -> tuple[int, ...]:
+        """The columns of this table that `item` (read from `text` by `pick_items`) names, in order; a `SpecError`
+        pointing at the item in `text` when it names none here (a word not in this prompt, a column past its end)."""
         if item.word is None:
             lo, hi = item.span
             if hi >= len(self.rows):
@@ -606,21 +609,33 @@ def _spell(piece: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Item:
+class PickItem:
+    """One comma-separated item of a pick text: a word or phrase (`word`), or an inclusive column range (`span`),
+    with where it was typed (`start`, `length`) for error carets."""
+
     source: str
     start: int
     length: int
     word: str | None = None
     span: tuple[int, int] = (0, 0)
 
+    @property
+    def label(self) -> str:
+        """How to name the item to users: the word (a quoted word without its quotes), or the columns as typed."""
+        return self.source.strip('"') if self.word is not None else self.source
+
 
 _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")
 _MAX_DIGITS = 7
 
 
-def _pick_items(text: str, field: str) -> list[_Item]:
-    """Items of a pick text: comma-separated; a double-quoted item may hold commas (`""` is a quote)."""
-    items: list[_Item] = []
+def pick_items(text: str, *, field: str = TOKENS_FIELD) -> list[PickItem]:
+    """Items of a pick text: comma-separated; a double-quoted item may hold commas (`""` is a quote). A blank text
+    has none. A text over `MAX_PICK_LENGTH` or one that cannot be read raises (`DumpUnetError`, `SpecError`)."""
+    if len(text) > MAX_PICK_LENGTH:
+        msg = f"{field} is {len(text):,} characters long; at most {MAX_PICK_LENGTH:,} are allowed — shorten it"
+        raise DumpUnetError(msg)
+    items: list[PickItem] = []
     pos, n = 0, len(text)
     while pos < n:
         while pos < n and text[pos].isspace():
@@ -645,7 +660,7 @@ def _pick_items(text: str, field: str) -> list[_Item]:
     return items
 
 
-def _quoted_item(text: str, pos: int, field: str) -> tuple[_Item, int]:
+def _quoted_item(text: str, pos: int, field: str) -> tuple[PickItem, int]:
     chars: list[str] = []
     i = pos + 1
     while True:
@@ -662,26 +677,26 @@ def _quoted_item(text: str, pos: int, field: str) -> tuple[_Item, int]:
     word = "".join(chars)
     if not word.strip():
         raise SpecError(field, text, pos, "empty quotes name no word", i + 1 - pos)
-    return _Item(text[pos : i + 1], pos, i + 1 - pos, word=word), i + 1
+    return PickItem(text[pos : i + 1], pos, i + 1 - pos, word=word), i + 1
 
 
-def _plain_item(text: str, pos: int, raw: str, field: str) -> _Item:
+def _plain_item(text: str, pos: int, raw: str, field: str) -> PickItem:
     length = len(raw)
     if raw.isascii() and raw.isdigit():
         value = _column(text, pos, raw, field)
-        return _Item(raw, pos, length, span=(value, value))
+        return PickItem(raw, pos, length, span=(value, value))
     m = _RANGE.fullmatch(raw)
     if m:
         lo = _column(text, pos + m.start(1), m.group(1), field)
         hi = _column(text, pos + m.start(2), m.group(2), field)
         if hi < lo:
             raise SpecError(field, text, pos, f"the range {raw} goes backwards; write {hi}-{lo}", length)
-        return _Item(raw, pos, length, span=(lo, hi))
+        return PickItem(raw, pos, length, span=(lo, hi))
     if raw[0] == "-" and raw[1:].strip().isdigit():
         raise SpecError(field, text, pos, "columns count from 0; negative numbers name no column", length)
     if raw[0].isdigit() and "-" in raw and raw.replace("-", "").replace(" ", "").isdigit():
         raise SpecError(field, text, pos, f"{raw!r} is not a range: write it as A-B, e.g. 3-5", length)
-    return _Item(raw, pos, length, word=raw)
+    return PickItem(raw, pos, length, word=raw)
 
 
 def _column(text: str, pos: int, digits: str, field: str) -> int:
