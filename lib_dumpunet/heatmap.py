@@ -41,7 +41,7 @@ from lib_dumpunet.overlay import COLORMAPS, MODES, Colormap, Mode, min_max, over
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.sampling import Branch, SamplingTracker
 from lib_dumpunet.specs import StepSelection, parse_layers, parse_steps
-from lib_dumpunet.tokens import TokenTable, _pick_items
+from lib_dumpunet.tokens import PickItem, TokenTable, pick_items
 from lib_dumpunet.vxa import HEAD_MODES, HeadMode
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "find_words",
     "map_images",
     "render_words",
+    "require_words",
     "word_heats",
 ]
 
@@ -68,6 +69,7 @@ STEPS_FIELD = "Word heat maps › Steps"
 ALL = "all"
 STEP_TILE = 96  # longest side of one map in the per-step strip
 MAX_BLANK_WORDS = 16  # a blank Words field maps at most this many words of the prompt
+NOT_IN_PROMPT = "not in this prompt"  # what the strip says of a word another prompt of the job has
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -242,14 +244,16 @@ class _Finally:
 
 @dataclass(frozen=True)
 class WordColumns:
-    """Where one typed item sits: per row (branch, AND sub-prompt), the context columns of its tokens."""
+    """Where one typed item sits in one image's prompt: per row (branch, AND sub-prompt), the context columns of its
+    tokens. No rows: the item is not in this prompt (another prompt of the job has it), so it gets no map here."""
 
     label: str
     rows: tuple[tuple[tuple[Branch, int], tuple[int, ...]], ...]
+    branch: Branch = "cond"
 
     @property
-    def branch(self) -> Branch:
-        return self.rows[0][0][0]
+    def found(self) -> bool:
+        return bool(self.rows)
 
 
 def find_words(
@@ -258,32 +262,73 @@ def find_words(
     *,
     branch: Branch = "cond",
     field: str = WORDS_FIELD,
+    strict: bool = True,
 ) -> list[WordColumns]:
-    """The items of `text` (pick grammar) located in the token tables of a prompt's AND sub-prompts (for the
-    negative prompt: its one table, `branch="uncond"`). An item must name something in at least one sub-prompt;
-    it is mapped in every sub-prompt where it is found. A blank `text` maps each word of the prompt that has a
-    letter or digit (at most `MAX_BLANK_WORDS`)."""
+    """The items of `text` (pick grammar) located in the token tables of one prompt's AND sub-prompts (for the
+    negative prompt: its one table, `branch="uncond"`); an item is mapped in every sub-prompt where it is found.
+    `strict`: an item that names nothing in any sub-prompt raises its `SpecError`; otherwise it comes back without
+    rows. A blank `text` maps each word of the prompt that has a letter or digit (at most `MAX_BLANK_WORDS`)."""
     if not tables:
         msg = f"{field}: there is no prompt to find words in"
         raise DumpUnetError(msg)
     if not text.strip():
         return _every_word(tables, branch)
     out: list[WordColumns] = []
-    for item in _pick_items(text, field):
-        rows: list[tuple[tuple[Branch, int], tuple[int, ...]]] = []
-        error: SpecError | None = None
-        for sub, table in enumerate(tables):
-            try:
-                columns = table._resolve(item, text, field)  # the inspector's own lookup, item by item
-            except SpecError as e:
-                error = error or e
-                continue
-            if columns:
-                rows.append(((branch, sub), columns))
-        if not rows:
-            raise error or SpecError(field, text, item.start, "names no token", item.length)
-        out.append(WordColumns(item.source.strip('"') if item.word is not None else item.source, tuple(rows)))
+    for item in pick_items(text, field=field):
+        rows, error = _locate(item, text, tables, branch, field)
+        if error is not None and strict:
+            raise error
+        out.append(WordColumns(item.label, rows, branch))
     return out
+
+
+def require_words(
+    text: str,
+    prompts: Sequence[Sequence[TokenTable]],
+    *,
+    field: str = WORDS_FIELD,
+) -> None:
+    """Refuse, before generation, an item of `text` that names nothing in any prompt of the job (`prompts`: each
+    prompt's sub-prompt tables). An item found in some prompts only is fine: the others get a note instead of a map."""
+    if not prompts:
+        msg = f"{field}: there is no prompt to find words in"
+        raise DumpUnetError(msg)
+    unfound = pick_items(text, field=field)
+    first_error: dict[int, SpecError] = {}
+    for tables in prompts:
+        still = []
+        for item in unfound:
+            _, error = _locate(item, text, tables, "cond", field)
+            if error is not None:
+                first_error.setdefault(item.start, error)
+                still.append(item)
+        unfound = still
+        if not unfound:
+            return
+    error = first_error[unfound[0].start]
+    if len(prompts) == 1:
+        raise error
+    reason = f"{error.reason} — and it is in none of the job's {len(prompts)} prompts"
+    raise SpecError(field, text, error.position, reason, error.length)
+
+
+def _locate(
+    item: PickItem, text: str, tables: Sequence[TokenTable], branch: Branch, field: str
+) -> tuple[tuple[tuple[tuple[Branch, int], tuple[int, ...]], ...], SpecError | None]:
+    """The item's rows in these tables, and (when it is in none) the first table's reason as a `SpecError`."""
+    rows: list[tuple[tuple[Branch, int], tuple[int, ...]]] = []
+    error: SpecError | None = None
+    for sub, table in enumerate(tables):
+        try:
+            columns = table.lookup(item, text, field=field)
+        except SpecError as e:
+            error = error or e
+            continue
+        if columns:
+            rows.append(((branch, sub), columns))
+    if rows:
+        return tuple(rows), None
+    return (), error or SpecError(field, text, item.start, "names no token", item.length)
 
 
 _HAS_ALNUM = re.compile(r"\w")
@@ -302,7 +347,9 @@ def _every_word(tables: Sequence[TokenTable], branch: Branch) -> list[WordColumn
                 rows[-1][1].extend(word.positions)
             else:
                 rows.append(((branch, sub), list(word.positions)))
-    return [WordColumns(key, tuple((row, tuple(sorted(cols))) for row, cols in rows)) for key, rows in found.items()]
+    return [
+        WordColumns(key, tuple((row, tuple(sorted(cols))) for row, cols in rows), branch) for key, rows in found.items()
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -316,8 +363,12 @@ class WordHeat:
 
     word: WordColumns
     pass_index: int
-    total: torch.Tensor  # (h, w)
+    total: torch.Tensor | None  # (h, w); None when the word is not in this image's prompt
     steps: tuple[tuple[int, torch.Tensor], ...]  # (step, (h, w)) in step order
+
+    @property
+    def found(self) -> bool:
+        return self.total is not None
 
     @property
     def label(self) -> str:
@@ -325,7 +376,11 @@ class WordHeat:
 
     def heat(self, height: int, width: int, raw: torch.Tensor | None = None) -> np.ndarray:
         """(height, width) float32 in [0, 1]: bilinear to the image's size, then min–max."""
-        return min_max(resize_heat(self.total if raw is None else raw, height, width))
+        total = self.total if raw is None else raw
+        if total is None:
+            msg = f"{self.label!r} is not in this prompt, so it has no map"
+            raise DumpUnetError(msg)
+        return min_max(resize_heat(total, height, width))
 
 
 def word_heats(
@@ -337,7 +392,7 @@ def word_heats(
 ) -> list[WordHeat]:
     """The heat of each word in one image, from what `WordHeatRecorder` captured (a `Capture`, or the dictionary
     `Capture.take_image` returns). `pass_index` None takes the last pass recorded: the hires-fix pass when there
-    was one, so the maps fit the final image."""
+    was one, so the maps fit the final image. A word without rows (not in this image's prompt) gets no map."""
     keys = [k for k in captured if k.kind == HEAT_KIND and k.image == image]
     if not keys:
         msg = f"no word heat was recorded for image {image}: were its steps sampled?"
@@ -349,6 +404,9 @@ def word_heats(
             by_step.setdefault(k.step, {})[(k.branch, k.sub)] = captured[k]
     out: list[WordHeat] = []
     for word in words:
+        if not word.found:
+            out.append(WordHeat(word, chosen, None, ()))
+            continue
         steps: list[tuple[int, torch.Tensor]] = []
         for step in sorted(by_step):
             rows = by_step[step]
@@ -378,21 +436,27 @@ class WordPicture:
 
 def render_words(image: np.ndarray, heats: Sequence[WordHeat], settings: HeatmapSettings) -> list[WordPicture]:
     """One picture per word over `image` ((H, W, 3) uint8, the generated image), then the strip of all words, then
-    (if `settings.per_step`) a per-step strip per word."""
+    (if `settings.per_step`) a per-step strip per word. A word that is not in this image's prompt gets no picture;
+    its place in the strip (drawn then even for one word) is the image dimmed, saying "not in this prompt"."""
     s = settings.checked()
     height, width = image.shape[:2]
 
     def draw(heat: np.ndarray, base: np.ndarray = image) -> np.ndarray:
         return overlay(base, heat, s.output, opacity=s.opacity, cmap=s.colormap)
 
-    pictures = [WordPicture(h.label, draw(h.heat(height, width)), "word") for h in heats]
-    if len(pictures) > 1:
-        strip = _strip([p.image for p in pictures], [p.label for p in pictures])
-        pictures.append(WordPicture("words: " + ", ".join(h.label for h in heats), strip, "strip"))
+    faces = [draw(h.heat(height, width)) if h.found else _note(image, NOT_IN_PROMPT) for h in heats]
+    pictures = [WordPicture(h.label, face, "word") for h, face in zip(heats, faces, strict=True) if h.found]
+    missing = [h.label for h in heats if not h.found]
+    if len(heats) > 1 or missing:
+        strip = _strip(faces, [h.label for h in heats])
+        label = "words: " + ", ".join(h.label for h in heats)
+        if missing:
+            label += f" ({', '.join(missing)}: {NOT_IN_PROMPT})"
+        pictures.append(WordPicture(label, strip, "strip"))
     if s.per_step:
         small = _thumbnail(image)
         th, tw = small.shape[:2]
-        for h in heats:
+        for h in (h for h in heats if h.found):
             tiles = [draw(h.heat(th, tw, raw), small) for _, raw in h.steps]
             labels = [str(step) for step, _ in h.steps]
             pictures.append(WordPicture(f"{h.label} per step", _strip(tiles, labels), "steps"))
@@ -414,6 +478,25 @@ def map_images(image: int, heats: Sequence[WordHeat], pictures: Sequence[WordPic
         label = "heat maps: " + pic.label.removeprefix("words: ") if pic.kind == "strip" else f"heat map: {pic.label}"
         out.append(MapImage(key, Image.fromarray(pic.image), label))
     return out
+
+
+def _note(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` dimmed to a third, with `text` written across its middle (wrapped at spaces to fit its width)."""
+    canvas = Image.fromarray(image // 3)
+    font, pen = _font(), ImageDraw.Draw(canvas)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= image.shape[1] - 4:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    line = int(font.getbbox("Ag")[3]) + 2
+    top = max(0, (image.shape[0] - line * len(lines)) // 2)
+    for i, text_line in enumerate(lines):
+        fitted = _fit(text_line, image.shape[1], font)
+        x = max(0, (image.shape[1] - int(font.getlength(fitted))) // 2)
+        pen.text((x, top + i * line), fitted, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:

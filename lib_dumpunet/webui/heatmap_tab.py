@@ -1,14 +1,16 @@
 """The "Word heat maps" tab and its delivery: where chosen words of the prompt went in each generated image.
 
 `heatmap_tab` builds the tab's inputs, one per `heatmap.*` settings field. Before generation `check_words` looks up
-the words in every prompt of the job with the loaded model's own token inspector, so a word that is in no
-sub-prompt stops the job with its message. After generation `word_pictures` turns what the job's word recorder kept
+the words in every prompt of the job with the loaded model's own token inspector, so a word that is in none of the
+job's prompts stops the job with its message (one that some prompts lack only costs those images its map). After
+generation `word_pictures` turns what the job's word recorder kept
 for one image into gallery maps over that image as the webui shows it (the hires-fix result when there is one):
 one per word, the strip of all words, and per-step strips when asked (`lib_dumpunet.heatmap`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gradio as gr
@@ -17,11 +19,13 @@ from PIL import Image
 
 from lib_dumpunet.heatmap import (
     NEGATIVE_FIELD,
+    NOT_IN_PROMPT,
     HeatmapSettings,
     WordColumns,
     find_words,
     map_images,
     render_words,
+    require_words,
     word_heats,
 )
 from lib_dumpunet.job import Job
@@ -31,6 +35,8 @@ from lib_dumpunet.vxa import HEAD_MODES
 from lib_dumpunet.webui.tokens import token_table
 
 __all__ = ["check_words", "heatmap_tab", "word_pictures"]
+
+log = logging.getLogger(__name__)
 
 _DEFAULTS = HeatmapSettings()
 
@@ -145,25 +151,50 @@ def heatmap_tab(w: Any) -> None:
 
 
 def _words(settings: HeatmapSettings, cond_texts, negative: str, model: Any) -> list[WordColumns]:
-    words = find_words(settings.words, [token_table(t, model) for t in cond_texts])
+    """The words of one image's prompt; a word this prompt lacks comes back without rows (no map, a note)."""
+    words = find_words(settings.words, [token_table(t, model) for t in cond_texts], strict=False)
     if settings.negative_words.strip():
         table = token_table(negative, model)
-        words += find_words(settings.negative_words, [table], branch="uncond", field=NEGATIVE_FIELD)
+        words += find_words(settings.negative_words, [table], branch="uncond", field=NEGATIVE_FIELD, strict=False)
     return words
 
 
 def check_words(p: Any, settings: HeatmapSettings, split_and, model: Any) -> None:
-    """Find the words in every distinct prompt of the job now (a `DumpUnetError` if one names nothing)."""
-    pairs = zip(p.all_prompts, p.all_negative_prompts, strict=False)
-    for prompt, negative in dict.fromkeys(pairs):
-        _words(settings, split_and(prompt), negative, model)
+    """Before generation: refuse a word that is in none of the job's prompts (a `SpecError` with a caret). A word
+    that only some prompts have (wildcards, a batch of different prompts) is fine; the others get a note. In a cell
+    of an X/Y/Z plot the job is the whole plot, whose other cells this cell cannot see (Prompt S/R), so nothing is
+    refused there: a cell whose prompt lacks a word gets the note."""
+    if _in_xyz_plot(p):
+        return
+    prompts = list(dict.fromkeys(p.all_prompts))
+    if settings.words.strip():
+        require_words(settings.words, [[token_table(t, model) for t in split_and(x)] for x in prompts])
+    if settings.negative_words.strip():
+        negatives = [[token_table(t, model)] for t in dict.fromkeys(p.all_negative_prompts)]
+        require_words(settings.negative_words, negatives, field=NEGATIVE_FIELD)
+
+
+def _in_xyz_plot(p: Any) -> bool:
+    """Whether `p` is a cell of the X/Y/Z plot: the script chosen in the dropdown (script_args[0], 0 = none)."""
+    runner, args = getattr(p, "scripts", None), getattr(p, "script_args", None) or ()
+    index = args[0] if args else 0
+    scripts = getattr(runner, "selectable_scripts", None) or []
+    if not isinstance(index, int) or not 0 < index <= len(scripts):
+        return False
+    return scripts[index - 1].title() == "X/Y/Z plot"
 
 
 def word_pictures(job: Job, image: int, picture: Image.Image, settings: HeatmapSettings, model: Any) -> list[MapImage]:
-    """The word maps of job image `image` over `picture` (the image as the gallery shows it)."""
+    """The word maps of job image `image` over `picture` (the image as the gallery shows it). A word its prompt
+    lacks gets no map, a place in the strip that says so, and a line in the log."""
     captured = job.heat.pop(image, None)
     meta = job.images.get(image)
     if not captured or meta is None:
         return []
     heats = word_heats(captured, image, _words(settings, meta.cond_texts, meta.negative, model))
+    missing = [h.label for h in heats if not h.found]
+    if missing:
+        log.warning(
+            "word heat maps, image %d: %s %s, so no map", image + 1, ", ".join(map(repr, missing)), NOT_IN_PROMPT
+        )
     return map_images(image, heats, render_words(np.asarray(picture.convert("RGB")), heats, settings))
