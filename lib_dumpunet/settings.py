@@ -23,6 +23,7 @@ from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.expr import MAX_LENGTH as MAX_EXPRESSION_LENGTH
 from lib_dumpunet.heatmap import HeatmapSettings
 from lib_dumpunet.paths import MAX_FOLDER_LENGTH
+from lib_dumpunet.prompt_view import PromptViewSettings
 from lib_dumpunet.specs import MAX_POINTS_LENGTH, MAX_SPEC_LENGTH
 from lib_dumpunet.tokens import MAX_PICK_LENGTH
 
@@ -125,8 +126,10 @@ class JobSettings:
 
     @property
     def active(self) -> bool:
-        return self.features.enabled or self.attention.enabled or self.layer_prompt.enabled or self.heatmap.enabled
+        tabs = (self.features, self.attention, self.layer_prompt, self.heatmap, self.prompt_tensor)
+        return any(tab.enabled for tab in tabs)
 
+    prompt_tensor: PromptViewSettings = field(default_factory=PromptViewSettings)  # Attention tab › Prompt tensor
 
 @dataclass(frozen=True)
 class Field:

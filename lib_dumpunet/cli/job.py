@@ -27,7 +27,7 @@ from lib_dumpunet.estimate.clip_text import CHUNK_TOKENS
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings, changed_values
 
-__all__ = ["run_command"]
+__all__ = ["check_folders", "facts", "generation", "infotext", "run_command"]
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,32 @@ def _token_columns(
     return (labels.index("EOS") + 1, len(labels)) if len(labels) == CHUNK_TOKENS + 2 else None
 
 
-def run_command(args: argparse.Namespace, command_line: str) -> Path:
-    """Run the parsed command; returns the page written."""
+def check_folders(args: argparse.Namespace) -> None:
+    """Refuse a missing model folder or an output path that is a file, before anything is loaded."""
     if not args.model.is_dir():
         msg = f"--model {args.model}: no such folder (give a diffusers Stable Diffusion folder)"
         raise DumpUnetError(msg)
     if args.out.exists() and not args.out.is_dir():
         msg = f"--out {args.out}: exists and is not a folder"
         raise DumpUnetError(msg)
+
+
+def facts(gen: Generation, model: Model, image: GeneratedImage, sampler: str, file: str) -> list[tuple[str, str]]:
+    """What the page lists beside an image."""
+    return [
+        ("seed", str(image.seed)),
+        ("negative", image.negative or "—"),
+        ("steps", f"{gen.steps} ({sampler})"),
+        ("CFG scale", f"{gen.cfg_scale:g}"),
+        ("size", f"{gen.width}×{gen.height}"),
+        ("model", f"{model.name} ({model.family})"),
+        ("file", file),
+    ]
+
+
+def run_command(args: argparse.Namespace, command_line: str) -> Path:
+    """Run the parsed command; returns the page written."""
+    check_folders(args)
     model = load_model(args.model, device=args.device)
     gen = generation(args, model)
     settings = job_settings(args, model.layout.names)
@@ -125,15 +143,7 @@ def _save(
         stem = saved.file.removesuffix(".png")
         maps = [writer.map(stem, m, info, _token_columns(model, settings, image, m)) for m in image.maps]
         maps += [writer.map(stem, m, info) for m in result.diffs.get(image.index, [])]
-        facts = [
-            ("seed", str(image.seed)),
-            ("negative", image.negative or "—"),
-            ("steps", f"{gen.steps} ({sampler})"),
-            ("CFG scale", f"{gen.cfg_scale:g}"),
-            ("size", f"{gen.width}×{gen.height}"),
-            ("model", f"{model.name} ({model.family})"),
-            ("file", saved.file),
-        ]
         base = baselines.get(image.index)
-        entries.append(ImageEntry(saved.file, image.prompt, facts, maps, base.file if base else None, notes))
+        listed = facts(gen, model, image, sampler, saved.file)
+        entries.append(ImageEntry(saved.file, image.prompt, listed, maps, base.file if base else None, notes))
     return entries

@@ -4,6 +4,7 @@
     dumpunet features -p "a cat" --layers IN04-OUT03 --map-steps 5,10
     dumpunet attention -p "a cat" --outputs "Q*K,V*Q*K" --self-attention --query-points 4x4
     dumpunet layer-prompt -p "a (~: IN00-IN11: red ; _: blue :~) circle" --diff
+    dumpunet heatmap -p "a red circle and a blue square" --words "circle, blue square" --per-step
     dumpunet vxa photo.png -p "a red hat, a long neck" --tokens "hat, neck"
     dumpunet estimate --name neg -p "x" -n "(bad quality:1.4), lowres" --target negative --mode unet
 
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lib_dumpunet.cli import estimate, vxa
+from lib_dumpunet.cli import estimate, heatmap, vxa
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.settings import AVERAGE_CHOICES, FIELDS, JobSettings, from_mapping
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(layer)
     _tab(layer, layers_help="blocks for difference maps (with --diff; default: every block)")
     layer.add_argument("--diff", action="store_true", help="difference of features with and without the prompts")
+    heatmap.add_parser(commands, _common)
     vxa.add_parser(commands, DEFAULT_MODEL)
     estimate.add_parser(commands, DEFAULT_MODEL)
     return parser
@@ -157,6 +159,8 @@ def job_settings(args: argparse.Namespace, names: Sequence[str]) -> JobSettings:
             "query_points": args.query_points,
             "token_labels": not args.no_token_labels,
         }
+    elif args.command == "heatmap":
+        data["heatmap"] = heatmap.section(args)
     else:
         data["layer_prompt"] = _maps_tab(args, names) | {"diff": args.diff}
     data["output"] = {"uncond": args.uncond, "fp16": args.fp16, "debug": args.debug}
@@ -185,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_command = vxa.run_command
         elif args.command == "estimate":
             run_command = estimate.run_command
+        elif args.command == "heatmap":
+            run_command = heatmap.run_command
         else:
             from lib_dumpunet.cli.job import run_command  # imports torch and diffusers: only once the options parse
     except ImportError as err:

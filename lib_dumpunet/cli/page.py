@@ -1,10 +1,12 @@
 """`index.html`: one page showing each generated image beside its maps, by kind, block and step.
 
 Per image: the picture (and, for difference-map jobs, the picture without the per-block prompts), its prompt and
-settings, then one tab per kind of map (U-Net features, K, Q*K, V*Q*K, self-attention, differences). A tab is a
-table: a row per block or attention module, a column per step, each cell the averaged map where one was made
-(else the full grid), linked to the full-size PNG. Step buttons narrow the table to one step and show its maps
-large. The page is static — one HTML file beside the PNGs, no network, a few lines of script for the tabs.
+settings, then one tab per kind of map (word heat maps, U-Net features, K, Q*K, V*Q*K, self-attention,
+differences). A tab is a table: a row per block or attention module, a column per step, each cell the averaged map
+where one was made (else the full grid), linked to the full-size PNG; the word heat maps' tab instead shows its
+pictures side by side: one per word, the strip of all words, the per-step strips. Step buttons narrow a table to
+one step and show its maps large. The page is static — one HTML file beside the PNGs, no network, a few lines of
+script for the tabs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from lib_dumpunet.render import KIND_NAMES
 
 __all__ = ["ImageEntry", "write_page"]
 
-_KIND_ORDER = ("features", "qk", "vqk", "k", "self", "diff")
+_KIND_ORDER = ("heat", "features", "qk", "vqk", "k", "self", "diff")
+_TAB_NAMES = {**KIND_NAMES, "heat": "Word heat maps"}
 _ABOUT = {
     "features": "What each block outputs (rows) at each sampler step (columns), one tile per channel"
     " — or their average, where one was asked for.",
@@ -28,6 +31,8 @@ _ABOUT = {
     "k": "The keys cross-attention computes from the prompt: one d × tokens tile per head.",
     "self": "Where the marked query points look in self-attention, per head (rows) and point (columns).",
     "diff": "Features with the per-block prompts minus features without them.",
+    "heat": "Where each word went: its tokens' cross-attention over the chosen layers and steps, summed, stretched"
+    " to [0, 1] and drawn over the image; then all words side by side, and a small map per step where asked.",
 }
 
 
@@ -133,17 +138,38 @@ def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> st
     )
 
 
+def _heat_tab(maps: list[Saved], tab_id: str) -> str:
+    """Word pictures as figures in gallery order (words, the strip, per-step strips), each linked to its PNG."""
+    figures = []
+    for s in maps:
+        width, height = s.map.image.size
+        wide = width > 1.5 * height
+        caption = s.label.removeprefix("heat maps: ").removeprefix("heat map: ")
+        figures.append(
+            f'<figure class="{"wide" if wide else "word"}"><a href="{_e(s.file)}" title="{_e(s.label)}">'
+            f'<img loading="lazy" src="{_e(s.file)}" alt="{_e(s.label)}" style="--natural:{width}px"></a>'
+            f"<figcaption>{_e(caption)}</figcaption></figure>"
+        )
+    return (
+        f'<section class="tab" id="tab-{tab_id}" data-kind="heat"><p class="about-tab">{_e(_ABOUT["heat"])}</p>'
+        f'<div class="heat">{"".join(figures)}</div></section>'
+    )
+
+
 def _image_section(n: int, entry: ImageEntry) -> str:
     by_kind: dict[str, list[Saved]] = {}
     for s in entry.maps:
         by_kind.setdefault(s.map.key.kind, []).append(s)
     kinds = sorted(by_kind, key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else len(_KIND_ORDER))
     tabs = "".join(
-        f'<button class="{"on" if i == 0 else ""}" data-tab="i{n}-{k}">{_e(KIND_NAMES.get(k, k))} '
+        f'<button class="{"on" if i == 0 else ""}" data-tab="i{n}-{k}">{_e(_TAB_NAMES.get(k, k))} '
         f'<span class="count">{len(by_kind[k])}</span></button>'
         for i, k in enumerate(kinds)
     )
-    panels = "".join(_tab(k, by_kind[k], f"i{n}-{k}", entry.notes) for k in kinds)
+    panels = "".join(
+        _heat_tab(by_kind[k], f"i{n}-{k}") if k == "heat" else _tab(k, by_kind[k], f"i{n}-{k}", entry.notes)
+        for k in kinds
+    )
     facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in entry.facts)
     pictures = f'<figure><a href="{_e(entry.file)}"><img src="{_e(entry.file)}" alt="generated image"></a>'
     pictures += "<figcaption>generated</figcaption></figure>"
@@ -211,6 +237,10 @@ table.single .crop { width:var(--clarge); max-width:80vw; }
 th.place small { display:block; font:400 11px system-ui, sans-serif; color:var(--muted); }
 .muted { color:var(--muted); font-weight:400; }
 a.alt { font-size:11px; color:var(--accent); }
+.heat { display:flex; gap:14px; flex-wrap:wrap; align-items:flex-start; }
+.heat figure.word img { width:224px; }
+.heat figure.wide img { width:calc(var(--natural) * 2); max-width:min(100%, 1100px); border-radius:4px; }
+.heat figure.wide { flex-basis:100%; text-align:left; }
 footer { color:var(--muted); font-size:12.5px; text-align:center; padding:10px 0 30px; }
 """
 
@@ -230,6 +260,7 @@ document.querySelectorAll('.image').forEach(function (card) {
 });
 document.querySelectorAll('.tab').forEach(function (tab) {
   var table = tab.querySelector('table');
+  if (!table) return;  // the word heat maps' tab has figures, no steps table
   var show = function (step) {
     tab.querySelectorAll('.chips button').forEach(function (x) { x.classList.toggle('on', x.dataset.step === step); });
     table.classList.toggle('single', step !== 'all');

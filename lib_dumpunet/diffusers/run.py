@@ -12,8 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image
 
+from lib_dumpunet.capture import Key
 from lib_dumpunet.diffusers.generate import Generation, Progress, sample
 from lib_dumpunet.diffusers.host import DiffusersHost
 from lib_dumpunet.diffusers.model import Model
@@ -36,6 +38,7 @@ class GeneratedImage:
     image: Image.Image
     maps: list[MapImage] = field(default_factory=list)
     baseline: Image.Image | None = None  # the image without per-block prompts (difference-map jobs)
+    heat: dict[Key, torch.Tensor] = field(default_factory=dict)  # word heat sums (`lib_dumpunet.heatmap.word_heats`)
 
 
 @dataclass
@@ -98,6 +101,7 @@ def _batches(model: Model, job: Job, gen: Generation, progress: Progress | None)
         pictures = sample(model, gen, prompts, negatives, seeds, job=job, progress=progress)
         for i, picture in enumerate(pictures):
             maps = job.take_maps(first + i)
-            out.append(GeneratedImage(first + i, seeds[i], typed[i], negatives_typed[i], picture, maps))
+            heat = job.heat.pop(first + i, {})
+            out.append(GeneratedImage(first + i, seeds[i], typed[i], negatives_typed[i], picture, maps, heat=heat))
         log.debug("batch %d: %d images", batch, len(pictures))
     return out

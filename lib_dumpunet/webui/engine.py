@@ -35,7 +35,7 @@ from lib_dumpunet.layer_prompt import parse_layer_prompt
 from lib_dumpunet.paths import resolve_folder
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings
-from lib_dumpunet.webui import heatmap_tab, infotext, outputs
+from lib_dumpunet.webui import heatmap_tab, infotext, outputs, prompt_tensor
 from lib_dumpunet.webui.host import WebuiHost, denoiser_call, unet_of
 from lib_dumpunet.webui.info import layout_of
 
@@ -209,6 +209,7 @@ class Engine:
         except DumpUnetError as err:
             self._refuse(run, unet, err)
             return
+            run.request.settings.prompt_tensor.check()
         run.job = Job(plan, layout, WebuiHost(p), role=run.request.role).__enter__()
         log.debug("attached to %s: %s", layout, plan)
         p.extra_generation_params[INFOTEXT_KEY] = infotext.encode(run.request.settings)
@@ -355,6 +356,8 @@ def _add_word_maps(run: Run, processed: Any, positions: list[int]) -> None:
 
 
 def _check_prompts(p: Any, names: tuple[str, ...]) -> None:
+        if job is not None and run.request.settings.prompt_tensor.enabled and job.role != "baseline":
+            _add_prompt_maps(run)
     """Parse every prompt of the job now, so a mistake in batch 3 does not cost batches 1 and 2."""
     for field_name, prompts in (
         ("Prompt", p.all_prompts),
@@ -364,3 +367,14 @@ def _check_prompts(p: Any, names: tuple[str, ...]) -> None:
     ):
         for text in dict.fromkeys(prompts):
             parse_layer_prompt(text, names, field=field_name)
+def _add_prompt_maps(run: Run) -> None:
+    """The prompt tensors the job's U-Net read, each after the first image that used it."""
+    try:
+        drawn = prompt_tensor.prompt_maps(run.job, run.p, run.request.settings.prompt_tensor, shared.sd_model)
+    except DumpUnetError as err:
+        run.comments.append(f"Dump U-Net: no prompt tensor maps: {err}")
+        return
+    for index, pictures in drawn.items():
+        run.maps.setdefault(index, []).extend(pictures)
+
+

@@ -190,11 +190,51 @@ def layer_prompt_tab(w: Widgets) -> None:
             info="When checked, (~: BLOCKS: text ; BLOCKS: text :~) in prompts gives blocks their own text.",
         ),
     )
+    prompt_tensor_section(w)
     w.add(
         "layer_prompt.diff",
         gr.Checkbox(
             False,
             label="Output difference map of U-Net features between with and without Layer Prompt",
+def prompt_tensor_section(w: Widgets) -> None:
+    """Attention tab › "Prompt tensor": the conditioning itself, drawn; it needs none of the tab's other inputs."""
+    with gr.Accordion("Prompt tensor", open=False):
+        w.add(
+            "prompt_tensor.enabled",
+            gr.Checkbox(
+                False,
+                label="Show the prompt tensor",
+                elem_id=w.id("attention-prompt-tensor"),
+                info="What the U-Net's cross-attention reads — 77 rows per chunk × the text encoder's width (768 SD1, "
+                "1024 SD2, 2048 SDXL) — as a picture labelled with its tokens: each AND sub-prompt, the negative "
+                "prompt, each per-block text, each prompt-editing entry. Works on its own, without the maps above.",
+            ),
+        )
+        with gr.Row():
+            w.add(
+                "prompt_tensor.percentile",
+                gr.Slider(
+                    50,
+                    100,
+                    value=_DEFAULTS["prompt_tensor.percentile"],
+                    step=0.5,
+                    label="Colour range percentile",
+                    elem_id=w.id("attention-prompt-tensor-percentile"),
+                    info="Blue (negative) to red (positive) reach their ends at this percentile of |value| over all "
+                    "of the job's prompt tensors, one scale for all of them; larger values are clipped.",
+                ),
+            )
+            w.add(
+                "prompt_tensor.negative",
+                gr.Checkbox(
+                    _DEFAULTS["prompt_tensor.negative"],
+                    label="Also the negative prompt",
+                    elem_id=w.id("attention-prompt-tensor-negative"),
+                    info="Draw the negative prompt's tensor (and its per-block texts) too.",
+                ),
+            )
+
+
             elem_id=w.id("layerprompt-diff-checkbox"),
             info="Runs the job twice with the same seed and settings: with the per-block prompts minus without them.",
         ),
