@@ -36,7 +36,15 @@ from lib_dumpunet.probe import Probe
 from lib_dumpunet.render import MapImage, render
 from lib_dumpunet.sampling import Row, cfg_rows
 from lib_dumpunet.settings import DumpSettings, JobSettings, OutputSettings
-from lib_dumpunet.specs import StepSelection, parse_layers, parse_points, parse_steps
+from lib_dumpunet.specs import (
+    VIEWS_AFTER,
+    VIEWS_BEFORE,
+    StepSelection,
+    parse_layers,
+    parse_points,
+    parse_steps,
+)
+from lib_dumpunet.views import LatentRGB, ViewPainter, ViewRecorder, is_view
 
 __all__ = ["Host", "Job", "MapsPlan", "Plan", "difference_maps", "make_plan"]
 
@@ -79,6 +87,17 @@ class MapsPlan:
     colorizer: Colorizer
     dump: DumpSettings
     dump_folder: Path | None = None
+    latent_decoder: str = "approx"  # U-Net features: how the latent views become RGB ("approx" or "vae")
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The pseudo-blocks named (latent, x0, cfg): views of the sampling, not blocks."""
+        return tuple(b for b in self.blocks if is_view(b))
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        """The real U-Net blocks named."""
+        return tuple(b for b in self.blocks if not is_view(b))
 
 
 @dataclass(frozen=True)
@@ -102,8 +121,10 @@ class Plan:
         return bool(self.features or self.attention or self.layer_prompt or self.heatmap)
 
 
-def _maps_plan(tab: str, settings, layout: UNetLayout, job_steps: int, dump_base: Path, shared: bool, **extra):
-    blocks = parse_layers(settings.layers, layout.names, field=f"{tab} › Layers")
+def _maps_plan(
+    tab: str, settings, layout: UNetLayout, job_steps: int, dump_base: Path, shared: bool, views: bool = False, **extra
+):
+    blocks = parse_layers(settings.layers, layout.names, field=f"{tab} › Layers", views=views)
     steps = parse_steps(settings.steps, field=f"{tab} › Image saving steps")
     beyond = steps.first_beyond(job_steps)
     if beyond is not None:
@@ -137,7 +158,11 @@ def make_plan(
     """Check `settings` against the model and the job; `job_steps` is the most steps any pass samples."""
     features = attention = diff = None
     if settings.features.enabled:
-        features = MapsPlan(**_maps_plan("U-Net features", settings.features, layout, job_steps, dump_base, shared))
+        f = settings.features
+        features = MapsPlan(
+            **_maps_plan("U-Net features", f, layout, job_steps, dump_base, shared, views=True),
+            latent_decoder=f.latent_decoder,
+        )
     a = settings.attention
     if a.enabled:
         kinds = tuple(_OUTPUT_KINDS[o] for o in a.outputs)
@@ -186,8 +211,13 @@ class Job(AbstractContextManager):
         p, dtype = self.plan, torch.float16 if self.plan.output.fp16 else None
         uncond = p.output.uncond
         attachments: list = []
-        if p.features:
-            attachments.append(FeatureRecorder(p.features.blocks, p.features.steps, uncond=uncond, dtype=dtype))
+        self.views: ViewRecorder | None = None
+        if p.features and p.features.block_names:
+            attachments.append(FeatureRecorder(p.features.block_names, p.features.steps, uncond=uncond, dtype=dtype))
+        if p.features and p.features.views:
+            self.views = ViewRecorder(p.features.views, p.features.steps, dtype=dtype)
+            attachments.append(self.views)
+        self._painter: ViewPainter | None = None
         if p.attention and p.attention.kinds:
             a = p.attention
             attachments.append(CrossAttentionRecorder(a.blocks, a.steps, a.kinds, uncond=uncond, dtype=dtype))
@@ -209,6 +239,8 @@ class Job(AbstractContextManager):
         self._writers: dict[str, DumpWriter] = {}
         self._order = {name: i for i, name in enumerate(self.layout.names)}
         self._order.update({a.label: i for i, a in enumerate(self.layout.attentions(self.layout.names))})
+        self._order.update({v: -len(VIEWS_BEFORE) + i for i, v in enumerate(VIEWS_BEFORE)})
+        self._order.update({v: len(self.layout.names) + i for i, v in enumerate(VIEWS_AFTER)})
 
     # --- lifetime ----------------------------------------------------------------------------------------------
 
@@ -276,6 +308,43 @@ class Job(AbstractContextManager):
         s = self.probe.tracker.denoiser_call(pass_index=pass_index, step=step, schedule_step=schedule_step, rows=rows)
         if s.first_eval:
             self.steps_seen.add((pass_index, step))
+        if self.views is not None:
+            self.views.begin_call(s, rows)
+
+    # --- latent views: what the host hands over after the U-Net calls of a denoiser call ------------------------
+
+    def wants_view(self, view: str) -> bool:
+        """True when the current denoiser call's step records `view` ("x0" or "cfg"): the host may skip the work of
+        preparing what `denoised` or `guided` would take."""
+        return self.views is not None and self.views.wanted(view)
+
+    def denoised(self, x0_rows: torch.Tensor) -> None:
+        """Each row's predicted clean latent, in the order of the last `denoiser_call` (cond rows, then uncond)."""
+        if self.views is not None:
+            self.views.denoised(x0_rows)
+
+    def guided(self, x0: torch.Tensor) -> None:
+        """The guided predicted clean latent of each image of the batch (batch order)."""
+        if self.views is not None:
+            self.views.guided(x0)
+
+    def notes(self) -> list[str]:
+        """What the user should know about maps that could not be made."""
+        return self.views.notes() if self.views is not None else []
+
+    def painter(self) -> ViewPainter:
+        """How views are drawn: the host's latent → RGB map (or its VAE when asked), made when first needed."""
+        if self._painter is None:
+            rgb = getattr(self.host, "latent_rgb", None)
+            if rgb is None:
+                rgb = LatentRGB.for_model(sdxl=sum(n.startswith("IN") for n in self.layout.names) == 9)
+            vae = None
+            if self.plan.features is not None and self.plan.features.latent_decoder == "vae":
+                vae = getattr(self.host, "decode_latents", None)
+                if vae is None:
+                    log.warning("this host cannot decode latents with a VAE; latent views use the approximation")
+            self._painter = ViewPainter(rgb, vae)
+        return self._painter
 
     # --- outputs -----------------------------------------------------------------------------------------------
 
@@ -297,6 +366,9 @@ class Job(AbstractContextManager):
         for key in sorted((k for k in taken if k.kind != _DIFF_SOURCE), key=self.order):
             plan = self.plan.features if key.kind == "features" else self.plan.attention
             self.dump(plan, key, taken[key], meta)
+            if key.kind == "features" and is_view(key.place):
+                maps.append(self.painter().paint(key, taken[key]))
+                continue
             tokens = self._tokens(key) if key.kind == "qk" and plan.token_labels else None
             points = plan.points if key.kind == "self" else None
             maps += render(key, taken[key], plan.colorizer, average=plan.average, tokens=tokens, points=points)

@@ -31,6 +31,7 @@ __all__ = [
     "ATTENTION_OUTPUTS",
     "AVERAGE_CHOICES",
     "FIELDS",
+    "LATENT_DECODERS",
     "AttentionSettings",
     "DumpSettings",
     "FeatureSettings",
@@ -49,8 +50,10 @@ __all__ = [
 AverageChoice = Literal["disable", "sum", "1-norm", "2-norm"]
 AttentionOutput = Literal["K", "Q*K", "V*Q*K"]
 DumpFormatChoice = Literal["npy", "legacy"]
+LatentDecoderChoice = Literal["approx", "vae"]
 AVERAGE_CHOICES: tuple[str, ...] = typing.get_args(AverageChoice)
 ATTENTION_OUTPUTS: tuple[str, ...] = typing.get_args(AttentionOutput)
+LATENT_DECODERS: tuple[str, ...] = typing.get_args(LatentDecoderChoice)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class FeatureSettings:
     average: AverageChoice = "disable"
     colors: ColorSettings = field(default_factory=ColorSettings)
     dump: DumpSettings = field(default_factory=DumpSettings)
+    # How the `latent` and `x0` views become RGB: the cheap linear approximation, or the model's VAE (slow on CPU).
+    latent_decoder: LatentDecoderChoice = "approx"
 
 
 @dataclass(frozen=True)
@@ -123,13 +128,13 @@ class JobSettings:
     layer_prompt: LayerPromptSettings = field(default_factory=LayerPromptSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     heatmap: HeatmapSettings = field(default_factory=HeatmapSettings)  # the fifth tab, "Word heat maps"
+    prompt_tensor: PromptViewSettings = field(default_factory=PromptViewSettings)  # Attention tab › Prompt tensor
 
     @property
     def active(self) -> bool:
         tabs = (self.features, self.attention, self.layer_prompt, self.heatmap, self.prompt_tensor)
         return any(tab.enabled for tab in tabs)
 
-    prompt_tensor: PromptViewSettings = field(default_factory=PromptViewSettings)  # Attention tab › Prompt tensor
 
 @dataclass(frozen=True)
 class Field:

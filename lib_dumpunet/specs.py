@@ -10,7 +10,11 @@ A third, smaller grammar names self-attention query points: `4x4` (a grid, at mo
 of `x,y` fractions of the width and height, e.g. `0.5,0.5; 0.25,0.75`.
 
 Block names are matched case-insensitively against the loaded model's blocks (IN00…IN11, M00, OUT00…OUT11 for
-SD1/SD2; IN00…IN08, M00, OUT00…OUT08 for SDXL); numbers may have leading zeros. Everything else — an empty or
+SD1/SD2; IN00…IN08, M00, OUT00…OUT08 for SDXL); numbers may have leading zeros. Where a field takes views
+(`views=True`: the U-Net features tab) three pseudo-blocks may stand among the names: `latent` (the U-Net's input
+latent), `x0` (the guided prediction of the clean latent) and `cfg` (the guidance, cond − uncond). They are named
+one by one — never the end of a range, and no range of blocks includes them — and come back with `latent` first and
+`x0`, `cfg` after the blocks. Everything else — an empty or
 blank item, an unknown name, a name the model lacks, a backwards range, a zero stride, a negative or zero step —
 raises `SpecError` with a caret under the offending text. Every field has a length limit (`MAX_SPEC_LENGTH`,
 `MAX_POINTS_LENGTH`; `check_length` words the refusal) and every parser here reads its text once, left to right,
@@ -31,6 +35,9 @@ __all__ = [
     "MAX_POINTS_LENGTH",
     "MAX_SPEC_LENGTH",
     "STEPS_FIELD",
+    "VIEWS_AFTER",
+    "VIEWS_BEFORE",
+    "VIEW_NAMES",
     "StepSelection",
     "check_length",
     "describe_names",
@@ -46,6 +53,13 @@ LAYERS_FIELD = "Layers"
 STEPS_FIELD = "Image saving steps"
 POINTS_FIELD = "Query points"
 MAX_GRID = 16
+
+# The pseudo-blocks of the U-Net features tab: views of the sampling around the U-Net, in the order they are shown
+# (the input latent before the blocks, the prediction and the guidance after them).
+VIEWS_BEFORE = ("latent",)
+VIEWS_AFTER = ("x0", "cfg")
+VIEW_NAMES = (*VIEWS_BEFORE, *VIEWS_AFTER)
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 # Longest text accepted in a layer or step field (a whole U-Net with strides is ~20 characters), and in the query
 # points field (~500 points; a grid is at most 16x16 anyway).
@@ -264,18 +278,28 @@ def describe_names(names: Sequence[str]) -> str:
     return ", ".join(g[0] if len(g) == 1 else f"{g[0]}–{g[-1]}" for g in groups.values())
 
 
-def _name_atom(names: Sequence[str]) -> Callable[[_Cursor], int]:
+def _name_atom(names: Sequence[str], views: Sequence[str] = ()) -> Callable[[_Cursor], int]:
+    """An atom reading a block name (its index in `names`) or, when `views` are allowed, a view name alone (its
+    index after the blocks: len(names) + position in `views`)."""
     index = {parse_block_name(n): i for i, n in enumerate(names)}
+    view_index = {v.lower(): len(names) + i for i, v in enumerate(views)}
+    also = f", and the views {', '.join(views)}" if views else ""
 
     def atom(cur: _Cursor) -> int:
         start = cur.pos
+        if views:
+            word = _WORD.match(cur.text, cur.pos, cur.end)
+            if word is not None and word.group().lower() in view_index:
+                cur.pos = word.end()
+                _alone(cur, start, word.group())
+                return view_index[word.group().lower()]
         m = cur.match(_NAME)
         if m is None:
-            raise cur.fail(f"expected a block name such as {names[0]}, M00 or {names[-1]}")
+            raise cur.fail(f"expected a block name such as {names[0]}, M00 or {names[-1]}{also}")
         key = (m.group(1).upper(), int(m.group(2)) if len(m.group(2)) <= _MAX_DIGITS else -1)
         if key not in index:
             raise cur.fail(
-                f"{_quoted(m.group())} is not a block of this model (it has {describe_names(names)})",
+                f"{_quoted(m.group())} is not a block of this model (it has {describe_names(names)}{also})",
                 start,
                 len(m.group()),
             )
@@ -284,29 +308,52 @@ def _name_atom(names: Sequence[str]) -> Callable[[_Cursor], int]:
     return atom
 
 
+def _alone(cur: _Cursor, start: int, word: str) -> None:
+    """Refuse a view at either end of a range: views are named one by one."""
+    item_start = cur.text.rfind(",", 0, start) + 1
+    ends_range = cur.text[item_start:start].rstrip().endswith("-")
+    after = _SPACE_RUN.match(cur.text, cur.pos, cur.end).end()  # type: ignore[union-attr]
+    if ends_range or (after < cur.end and cur.text[after] == "-"):
+        msg = f"{word!r} is a view, not a block: name it alone (ranges such as IN00-OUT11 never include views)"
+        raise cur.fail(msg, start, len(word))
+
+
 def parse_layers(
-    text: str, names: Sequence[str], *, field: str = LAYERS_FIELD, max_length: int | None = MAX_SPEC_LENGTH
+    text: str,
+    names: Sequence[str],
+    *,
+    field: str = LAYERS_FIELD,
+    max_length: int | None = MAX_SPEC_LENGTH,
+    views: bool = False,
 ) -> tuple[str, ...]:
-    """Parse a layer spec into block names of `names` (the model's blocks in U-Net order), in U-Net order, unique.
+    """Parse a layer spec into block names of `names` (the model's blocks in U-Net order), in U-Net order, unique;
+    with `views`, the pseudo-blocks of `VIEW_NAMES` may be named too (`latent` first, `x0` and `cfg` last).
 
     >>> parse_layers("OUT00, IN11-M00", ["IN11", "M00", "OUT00"])
     ('IN11', 'M00', 'OUT00')
+    >>> parse_layers("cfg, M00, latent", ["IN11", "M00", "OUT00"], views=True)
+    ('latent', 'M00', 'cfg')
     """
     check_length(field, text, max_length)
-    blocks = parse_layer_span(text, 0, len(text), names, field=field) if text.strip() else ()
+    blocks = parse_layer_span(text, 0, len(text), names, field=field, views=views) if text.strip() else ()
     if not blocks:
         raise DumpUnetError(f"{field} is empty: name at least one block, e.g. {names[0]} or {names[0]}-{names[-1]}")
     return blocks
 
 
-def parse_layer_span(text: str, start: int, end: int, names: Sequence[str], *, field: str) -> tuple[str, ...]:
+def parse_layer_span(
+    text: str, start: int, end: int, names: Sequence[str], *, field: str, views: bool = False
+) -> tuple[str, ...]:
     """Parse the layer spec in `text[start:end]` (errors point into the whole `text`); may select nothing."""
     if not names:
         raise SpecError(field, text, start, "the model has no U-Net blocks")
+    allowed = VIEW_NAMES if views else ()
     chosen: set[int] = set()
-    for item in _parse_items(field, text, _name_atom(names), allow_plus=True, span=(start, end)):
+    for item in _parse_items(field, text, _name_atom(names, allowed), allow_plus=True, span=(start, end)):
         chosen.update(range(item.first, item.last + 1, item.stride))
-    return tuple(names[i] for i in sorted(chosen))
+    picked = {allowed[i - len(names)] for i in chosen if i >= len(names)}
+    blocks = tuple(names[i] for i in sorted(chosen) if i < len(names))
+    return (*(v for v in VIEWS_BEFORE if v in picked), *blocks, *(v for v in VIEWS_AFTER if v in picked))
 
 
 # --- steps -------------------------------------------------------------------------------------------------------

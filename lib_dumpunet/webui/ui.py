@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from lib_dumpunet.colorize import METHODS, NORMALIZE, SPACES, TRANSFORMS
-from lib_dumpunet.settings import ATTENTION_OUTPUTS, AVERAGE_CHOICES, FIELDS
+from lib_dumpunet.settings import ATTENTION_OUTPUTS, AVERAGE_CHOICES, FIELDS, LATENT_DECODERS
 from lib_dumpunet.webui.heatmap_tab import heatmap_tab
 from lib_dumpunet.webui.vxa_tab import token_inspector_section
 
@@ -113,8 +113,23 @@ def features_tab(w: Widgets) -> None:
             info="Extract U-Net features and add their maps to output images.",
         ),
     )
-    blocks_and_steps(w, "features", "U-Net layers (IN00-IN11, M00, OUT00-OUT11) whose outputs are extracted.")
+    blocks_and_steps(
+        w,
+        "features",
+        "U-Net layers (IN00-IN11, M00, OUT00-OUT11) whose outputs are extracted, and the views latent (the U-Net's "
+        "input), x0 (the guided clean-latent prediction), cfg (|cond − uncond|), named alone: latent,IN04,x0,cfg.",
+    )
     average(w, "features", "Add a channel-averaged map before each grid.")
+    w.add(
+        "features.latent_decoder",
+        gr.Radio(
+            list(LATENT_DECODERS),
+            value=_DEFAULTS["features.latent_decoder"],
+            label="Latent views through",
+            elem_id=w.id("features-latent-decoder"),
+            info="approx: the webui's cheap linear latent → RGB preview (fast). vae: the model's VAE (slow on CPU).",
+        ),
+    )
     colorization(w, "features")
     dump_setting(w, "features", "Dump feature tensors to files")
     layer_info(w, "features")
@@ -175,27 +190,12 @@ def attention_tab(w: Widgets) -> None:
         )
     w.watched["attention"] += ["attention.outputs", "attention.self_attention", "attention.query_points"]
     token_inspector_section(w.id("attention-token-inspector"))  # which Q*K column is which token
+    prompt_tensor_section(w)
     colorization(w, "attention")
     dump_setting(w, "attention", "Dump feature tensors to files")
     layer_info(w, "attention")
 
 
-def layer_prompt_tab(w: Widgets) -> None:
-    w.add(
-        "layer_prompt.enabled",
-        gr.Checkbox(
-            False,
-            label="Enable Layer Prompt",
-            elem_id=w.id("layerprompt-checkbox"),
-            info="When checked, (~: BLOCKS: text ; BLOCKS: text :~) in prompts gives blocks their own text.",
-        ),
-    )
-    prompt_tensor_section(w)
-    w.add(
-        "layer_prompt.diff",
-        gr.Checkbox(
-            False,
-            label="Output difference map of U-Net features between with and without Layer Prompt",
 def prompt_tensor_section(w: Widgets) -> None:
     """Attention tab › "Prompt tensor": the conditioning itself, drawn; it needs none of the tab's other inputs."""
     with gr.Accordion("Prompt tensor", open=False):
@@ -235,6 +235,21 @@ def prompt_tensor_section(w: Widgets) -> None:
             )
 
 
+def layer_prompt_tab(w: Widgets) -> None:
+    w.add(
+        "layer_prompt.enabled",
+        gr.Checkbox(
+            False,
+            label="Enable Layer Prompt",
+            elem_id=w.id("layerprompt-checkbox"),
+            info="When checked, (~: BLOCKS: text ; BLOCKS: text :~) in prompts gives blocks their own text.",
+        ),
+    )
+    w.add(
+        "layer_prompt.diff",
+        gr.Checkbox(
+            False,
+            label="Output difference map of U-Net features between with and without Layer Prompt",
             elem_id=w.id("layerprompt-diff-checkbox"),
             info="Runs the job twice with the same seed and settings: with the per-block prompts minus without them.",
         ),
