@@ -205,11 +205,11 @@ class Engine:
                 _check_prompts(p, layout.names)
             if plan.heatmap is not None:
                 heatmap_tab.check_words(p, plan.heatmap.settings, WebuiHost(p).split_and, shared.sd_model)
+            run.request.settings.prompt_tensor.check()
             run.save_folder = save_folder(run.request.settings, p)
         except DumpUnetError as err:
             self._refuse(run, unet, err)
             return
-            run.request.settings.prompt_tensor.check()
         run.job = Job(plan, layout, WebuiHost(p), role=run.request.role).__enter__()
         log.debug("attached to %s: %s", layout, plan)
         p.extra_generation_params[INFOTEXT_KEY] = infotext.encode(run.request.settings)
@@ -329,6 +329,8 @@ class Engine:
         }
         if job is not None and job.plan.heatmap is not None:
             _add_word_maps(run, processed, positions)
+        if job is not None and run.request.settings.prompt_tensor.enabled and job.role != "baseline":
+            _add_prompt_maps(run)
         output = run.request.settings.output
         if output.save_images and not getattr(p, "do_not_save_samples", False):
             outputs.save_maps(p, outputs.for_saving(run.maps), run.files, run.owners, run.save_folder)
@@ -355,18 +357,6 @@ def _add_word_maps(run: Run, processed: Any, positions: list[int]) -> None:
         run.maps.setdefault(index, []).extend(pictures)
 
 
-def _check_prompts(p: Any, names: tuple[str, ...]) -> None:
-        if job is not None and run.request.settings.prompt_tensor.enabled and job.role != "baseline":
-            _add_prompt_maps(run)
-    """Parse every prompt of the job now, so a mistake in batch 3 does not cost batches 1 and 2."""
-    for field_name, prompts in (
-        ("Prompt", p.all_prompts),
-        ("Negative prompt", p.all_negative_prompts),
-        ("Hires prompt", getattr(p, "all_hr_prompts", None) or []),
-        ("Hires negative prompt", getattr(p, "all_hr_negative_prompts", None) or []),
-    ):
-        for text in dict.fromkeys(prompts):
-            parse_layer_prompt(text, names, field=field_name)
 def _add_prompt_maps(run: Run) -> None:
     """The prompt tensors the job's U-Net read, each after the first image that used it."""
     try:
@@ -378,3 +368,13 @@ def _add_prompt_maps(run: Run) -> None:
         run.maps.setdefault(index, []).extend(pictures)
 
 
+def _check_prompts(p: Any, names: tuple[str, ...]) -> None:
+    """Parse every prompt of the job now, so a mistake in batch 3 does not cost batches 1 and 2."""
+    for field_name, prompts in (
+        ("Prompt", p.all_prompts),
+        ("Negative prompt", p.all_negative_prompts),
+        ("Hires prompt", getattr(p, "all_hr_prompts", None) or []),
+        ("Hires negative prompt", getattr(p, "all_hr_negative_prompts", None) or []),
+    ):
+        for text in dict.fromkeys(prompts):
+            parse_layer_prompt(text, names, field=field_name)
