@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from lib_dumpunet.emphasis import BREAK, Fragment, parse_emphasis
 from lib_dumpunet.errors import DumpUnetError, SpecError
 
 __all__ = [
@@ -53,111 +54,13 @@ __all__ = [
 
 CHUNK_TOKENS = 75  # prompt tokens per chunk
 COLUMNS_PER_CHUNK = CHUNK_TOKENS + 2  # with the start and end tokens
-BREAK = "BREAK"
 TOKENS_FIELD = "Tokens"
 MAX_PICK_LENGTH = 2000
 TABLE_HEADERS = ("position", "token", "word", "chunk", "weight", "embedding")
 
-_ROUND, _SQUARE = 1.1, 1 / 1.1
-_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
-_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.S)
-_SPECIAL = frozenset("\\()[]:")
 _END_OF_WORD = "</w>"
 
 Kind = Literal["start", "end", "pad", "text", "embedding"]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Emphasis: prompt text → (text, weight) fragments, with BREAK as its own fragment
-
-
-@dataclass(frozen=True)
-class Fragment:
-    text: str
-    weight: float
-
-    @property
-    def is_break(self) -> bool:
-        return self.text == BREAK and self.weight == -1
-
-
-def parse_emphasis(prompt: str) -> list[Fragment]:
-    """Split `prompt` into runs of equal emphasis, as the webui's `parse_prompt_attention` does.
-
-    `(x)` multiplies by 1.1, `[x]` divides by 1.1, `(x:w)` multiplies by w; an unclosed bracket applies to the rest of
-    the prompt; a closing bracket with nothing open, and a weight that is not a number, stay literal text; `\\(` and
-    friends are literal brackets (a backslash before anything else vanishes). `BREAK` as a word becomes the fragment
-    ("BREAK", -1) — inside brackets its weight is multiplied too, and then it is only the word "BREAK"."""
-    parts: list[list] = []  # [text, weight]
-    rounds: list[int] = []
-    squares: list[int] = []
-
-    def scale(start: int, factor: float) -> None:
-        for part in parts[start:]:
-            part[1] *= factor
-
-    def add_text(text: str) -> None:
-        for i, piece in enumerate(_BREAK_SPLIT.split(text)):
-            if i:
-                parts.append([BREAK, -1.0])
-            parts.append([piece, 1.0])
-
-    pos, n = 0, len(prompt)
-    while pos < n:
-        ch = prompt[pos]
-        if ch == "\\":
-            nxt = prompt[pos + 1 : pos + 2]
-            literal = nxt if nxt and nxt in "()[]\\" else ""
-            parts.append([literal, 1.0])
-            pos += 1 + len(literal)
-        elif ch in "([":
-            (rounds if ch == "(" else squares).append(len(parts))
-            pos += 1
-        elif ch == ":":
-            m = _WEIGHT.match(prompt, pos)
-            weight = _number(m.group(1)) if m else None
-            if m and rounds and weight is not None:
-                scale(rounds.pop(), weight)
-                pos = m.end()
-            elif m and not rounds:
-                add_text(m.group(0))
-                pos = m.end()
-            else:
-                add_text(":")
-                pos += 1
-        elif ch == ")" and rounds:
-            scale(rounds.pop(), _ROUND)
-            pos += 1
-        elif ch == "]" and squares:
-            scale(squares.pop(), _SQUARE)
-            pos += 1
-        elif ch in ")]":
-            add_text(ch)
-            pos += 1
-        else:
-            end = pos
-            while end < n and prompt[end] not in _SPECIAL:
-                end += 1
-            add_text(prompt[pos:end])
-            pos = end
-    for start in rounds:
-        scale(start, _ROUND)
-    for start in squares:
-        scale(start, _SQUARE)
-    merged: list[list] = []
-    for text, weight in parts or [["", 1.0]]:
-        if merged and merged[-1][1] == weight:
-            merged[-1][0] += text
-        else:
-            merged.append([text, weight])
-    return [Fragment(text, float(weight)) for text, weight in merged]
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

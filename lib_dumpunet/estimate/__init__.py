@@ -3,7 +3,8 @@
 `settings` holds the typed record of one estimate, `estimator` the optimisation (Transformer and U-NET modes),
 `files` the textual-inversion file writer and reader in the webui's loader format, `model` the two protocols a host
 implements (prompt encoder, denoiser), `clip_text` a webui-faithful prompt encoder over Hugging Face CLIP models,
-`denoise` the k-diffusion view of a U-Net and one sampler step, and `emphasis` the webui's attention syntax.
+and `denoise` the k-diffusion view of a U-Net and one sampler step. Prompts are read with the library's one emphasis
+parser and chunker (`lib_dumpunet.emphasis`, `lib_dumpunet.tokens`).
 """
 
 from __future__ import annotations
