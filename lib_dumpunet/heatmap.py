@@ -155,6 +155,7 @@ class HeatPlan:
     settings: HeatmapSettings
     layers: tuple[AttentionInfo, ...]
     steps: StepSelection
+    tab: str = "Word heat maps"  # how notes name it ("Word heat maps steps [4] were never reached")
 
     def recorder(self) -> WordHeatRecorder:
         s = self.settings

@@ -104,6 +104,11 @@ def test_img2img_step_spec_counts_the_steps_that_ran(sd1, tmp_path):
     assert not np.array_equal(rgb(gallery(chosen)[1]), rgb(gallery(every)[1])), "steps 2-3 only, not all three"
     names = sorted(f.name for f in Path(tmp_path).rglob("*.png"))
     assert next(n for n in names if "dumpunet" in n).endswith("-dumpunet-heat-cat-003.png"), "named by its last step"
+    assert "Word heat maps steps" not in chosen.comments
+    late = section_args(sd1, heat("cat", **{"heatmap.steps": "3-4"}), is_img2img=True)
+    processed = sd1.run(sd1.img2img([_init(64, 64)], late, **fields))
+    assert map_labels(sd1, processed) == [None, "heat map: cat"], "step 3 ran"
+    assert "Dump U-Net: Word heat maps steps [4] were never reached." in processed.comments
 
 
 # --- batch size 2 × batch count 2 ------------------------------------------------------------------------------------

@@ -313,7 +313,7 @@ class Engine:
     def _deliver(self, run: Run, processed: Any) -> None:
         p, job = run.p, run.job
         if job is not None:
-            for tab in (job.plan.features, job.plan.attention):
+            for tab in (job.plan.features, job.plan.attention, job.plan.heatmap):
                 if tab is not None and job.steps_seen:
                     missing = job.missing_steps(tab, int(p.steps))
                     if missing:
