@@ -15,7 +15,7 @@ from vxahost import TinyHost
 
 from lib_dumpunet.attention import CrossAttentionRecorder
 from lib_dumpunet.errors import DumpUnetError, SpecError
-from lib_dumpunet.heatmap import HEAT_KIND, HeatmapSettings, find_words, render_words, word_heats
+from lib_dumpunet.heatmap import HEAT_KIND, HeatmapSettings, find_words, render_words, require_words, word_heats
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.probe import Probe
 from lib_dumpunet.sampling import cfg_rows
@@ -248,3 +248,55 @@ def test_bad_settings_are_refused_before_generation(host):
         HeatmapSettings(output="rainbow").checked()
     assert len(HeatmapSettings(layers="IN01-IN02, M00").plan(layout).layers) == 3
     assert len(HeatmapSettings().plan(layout).layers) == 16
+
+
+# --- words some prompts of the job lack ------------------------------------------------------------------------------
+
+
+def test_a_word_this_prompt_lacks_comes_back_without_rows_when_not_strict(host):
+    found = find_words('hat, "cat", 200', tables(host, "a red hat AND a blue hat"), strict=False)
+    assert [(w.label, w.found) for w in found] == [("hat", True), ("cat", False), ("200", False)]
+    assert [row for row, _ in found[0].rows] == [("cond", 0), ("cond", 1)]
+    with pytest.raises(SpecError, match="no word 'cat'"):
+        find_words('hat, "cat"', tables(host, "a red hat"))
+
+
+def test_require_words_refuses_only_a_word_in_none_of_the_prompts(host):
+    prompts = [tables(host, "a cat in a hat"), tables(host, "a dog AND a fish")]
+    require_words("cat, dog, fish, hat", prompts)
+    with pytest.raises(SpecError, match="no word 'bird' in the prompt; its words are: a, cat, in, hat \\(at") as one:
+        require_words("cat, bird", prompts[:1])
+    assert one.value.column == 6
+    with pytest.raises(SpecError, match="none of the job's 2 prompts") as two:
+        require_words("dog, bird", prompts)
+    assert two.value.column == 6 and "no word 'bird'" in two.value.reason
+    with pytest.raises(SpecError, match="column 200 is past the end"):
+        require_words("200", prompts)
+
+
+def test_a_word_without_rows_gets_no_picture_but_a_dimmed_place_in_the_strip(host):
+    prompt = "a cat in a hat"
+    settings = HeatmapSettings(enabled=True, words="cat, dog", per_step=True)
+    plan = settings.plan(UNetLayout(host.unet), job_steps=STEPS)
+    latents, capture = generate(host, [prompt], [""], [plan.recorder()])
+    words = find_words(settings.words, tables(host, prompt), strict=False)
+    cat, dog = word_heats(capture, 0, words)
+    assert cat.found and not dog.found and dog.total is None and dog.steps == ()
+    with pytest.raises(DumpUnetError, match="not in this prompt"):
+        dog.heat(SIZE, SIZE)
+    image = decode(latents[0])
+    pictures = render_words(image, [cat, dog], settings)
+    assert [(p.kind, p.label) for p in pictures] == [
+        ("word", "cat"),
+        ("strip", "words: cat, dog (dog: not in this prompt)"),
+        ("steps", "cat per step"),
+    ]
+    strip = pictures[1].image
+    np.testing.assert_array_equal(strip[:SIZE, :SIZE], pictures[0].image)
+    note = strip[:SIZE, SIZE + 2 :]
+    dimmed = (image // 3).astype(int)
+    written = np.any(note != dimmed, axis=2)
+    assert 0 < written.mean() < 0.5, "the dimmed image, with the note written over its middle"
+    assert not written[:8].any() and not written[-8:].any()
+    (alone,) = render_words(image, [dog], settings)
+    assert alone.kind == "strip" and alone.label == "words: dog (dog: not in this prompt)"
