@@ -70,6 +70,8 @@ class DumpUnetSection(scripts.Script):
 
 
 script_callbacks.on_cfg_denoiser(entry.ENGINE.on_cfg_denoiser)
+script_callbacks.on_cfg_denoised(entry.ENGINE.on_cfg_denoised)
+script_callbacks.on_cfg_after_cfg(entry.ENGINE.on_cfg_after_cfg)
 script_callbacks.on_image_saved(entry.ENGINE.on_image_saved)
 script_callbacks.on_before_ui(register_axes)
 script_callbacks.on_script_unloaded(entry.ENGINE.reset)

@@ -9,6 +9,8 @@ script receives the webui's processing callbacks and forwards them here:
   process          plan against the model actually loaded (after override settings); attach the job
   process_batch    per-block prompts: parse, encode once, erase from what the webui encodes
   on_cfg_denoiser  (a script callback) tell the job the step, pass and rows of each model evaluation
+  on_cfg_denoised  latent views: every row's prediction (→ the guidance map, cond − uncond)
+  on_cfg_after_cfg latent views: the guided prediction (→ x0)
   postprocess_batch render this batch's maps and give the captured memory back
   postprocess      maps into the gallery after their images, saved next to them; hooks removed
 
@@ -36,7 +38,7 @@ from lib_dumpunet.paths import resolve_folder
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings
 from lib_dumpunet.webui import heatmap_tab, infotext, outputs, prompt_tensor
-from lib_dumpunet.webui.host import WebuiHost, denoiser_call, unet_of
+from lib_dumpunet.webui.host import WebuiHost, denoiser_call, first_cond_rows, predicted_x0, unet_of
 from lib_dumpunet.webui.info import layout_of
 
 __all__ = ["CELL", "HEAT_CELL", "OVERRIDES", "REQUEST", "Engine", "Request", "is_shared", "output_root"]
@@ -83,6 +85,8 @@ class Run:
     # "log to stderr": a handler on the library's logger for the length of the run, and the level to restore
     log_handler: logging.Handler | None = None
     log_level: int = logging.NOTSET
+    # latent views: the current denoiser call's (denoiser, x, sigma, cond counts), for its after-U-Net callbacks
+    view_inputs: tuple[Any, Any, Any, tuple[int, ...]] | None = None
 
     def close(self) -> None:
         if self.job is not None:
@@ -244,6 +248,7 @@ class Engine:
                 run.comments.append(note)
             return
         call = denoiser_call(params, run.p)
+        run.view_inputs = None
         if call.cond_counts is not None:
             run.job.denoiser_call(
                 pass_index=call.pass_index,
@@ -251,6 +256,27 @@ class Engine:
                 schedule_step=call.schedule_step,
                 cond_counts=call.cond_counts,
             )
+            if run.job.wants_view("x0") or run.job.wants_view("cfg"):
+                run.view_inputs = (denoiser, params.x, params.sigma, call.cond_counts)
+
+    def on_cfg_denoised(self, params: Any) -> None:
+        """Every row's raw prediction: the guidance map of each cond row against its image's uncond row."""
+        run = self.run
+        if run is None or run.job is None or run.view_inputs is None or not run.job.wants_view("cfg"):
+            return
+        denoiser, x_in, sigma, _counts = run.view_inputs
+        if params.x.shape[0] != x_in.shape[0]:
+            return  # not the rows announced (InstructPix2Pix adds a third block)
+        run.job.denoised(predicted_x0(denoiser, x_in, params.x, sigma))
+
+    def on_cfg_after_cfg(self, params: Any) -> None:
+        """The guided prediction, one row per image: the x0 view."""
+        run = self.run
+        if run is None or run.job is None or run.view_inputs is None or not run.job.wants_view("x0"):
+            return
+        denoiser, x_in, sigma, counts = run.view_inputs
+        firsts = first_cond_rows(counts)
+        run.job.guided(predicted_x0(denoiser, x_in[firsts], params.x, sigma[firsts]))
 
     def postprocess_batch(self, p: Any, batch_number: int, count: int) -> None:
         run = self._run_of(p)
@@ -313,6 +339,7 @@ class Engine:
     def _deliver(self, run: Run, processed: Any) -> None:
         p, job = run.p, run.job
         if job is not None:
+            run.comments.extend(note for note in job.notes() if note not in run.comments)
             for tab in (job.plan.features, job.plan.attention, job.plan.heatmap):
                 if tab is not None and job.steps_seen:
                     missing = job.missing_steps(tab, int(p.steps))

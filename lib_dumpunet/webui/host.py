@@ -17,9 +17,10 @@ import torch
 from modules import devices, prompt_parser, sd_models, sd_samplers, shared
 
 from lib_dumpunet.block_prompts import Schedule, ScheduledCond
+from lib_dumpunet.views import LatentRGB
 from lib_dumpunet.webui.tokens import token_labels
 
-__all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "loaded_model", "unet_of"]
+__all__ = ["DenoiserCall", "WebuiHost", "denoiser_call", "first_cond_rows", "loaded_model", "predicted_x0", "unet_of"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,19 @@ class WebuiHost:
         empty = getattr(self.model, "cond_stage_model_empty_prompt", None)
         return None if empty is None else _crossattn(empty)[0]
 
+    # --- latent views --------------------------------------------------------------------------------------------
+
+    @property
+    def latent_rgb(self) -> LatentRGB:
+        """The webui's own "Approx cheap" preview map for the loaded model's family."""
+        return LatentRGB.for_model(sdxl=bool(getattr(self.model, "is_sdxl", False)))
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents through the loaded model's VAE, on its [-1, 1] scale (slow on CPU)."""
+        with torch.no_grad(), devices.autocast():
+            pictures = self.model.decode_first_stage(latents.to(devices.device, devices.dtype_vae))
+        return pictures.float().cpu()
+
 
 @dataclass(frozen=True)
 class DenoiserCall:
@@ -117,6 +131,18 @@ def denoiser_call(params: Any, p: Any) -> DenoiserCall:
     stepping = max(0, calls - _WARM_UP_CALLS.get(getattr(config, "name", None), 0))
     step = min(stepping // multiplier, steps - 1) + 1
     return DenoiserCall(1 if getattr(p, "is_hr_pass", False) else 0, step, calls, _cond_counts(params, denoiser))
+
+
+def first_cond_rows(cond_counts: tuple[int, ...]) -> list[int]:
+    """The row of each image's first cond (AND sub-prompt 1) in a denoiser call."""
+    return [sum(cond_counts[:i]) for i in range(len(cond_counts))]
+
+
+def predicted_x0(denoiser: Any, x_in: torch.Tensor, x_out: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The predicted clean latent of model outputs: k-diffusion denoisers output it already; the timestep samplers'
+    denoisers (DDIM, PLMS, UniPC) output noise, which their own `get_pred_x0` turns into it."""
+    convert = getattr(denoiser, "get_pred_x0", None)
+    return x_out if convert is None else convert(x_in, x_out, sigma)
 
 
 def _cond_counts(params: Any, denoiser: Any) -> tuple[int, ...] | None:

@@ -62,6 +62,9 @@ def tab_info(
     chosen = {"features": plan.features, "attention": plan.attention, "layer_prompt": plan.diff}[tab]
     lines = [f"{width}×{height}, {len(chosen.blocks)} block(s); shapes are (channels, height, width)"]
     for name in chosen.blocks:
+        if name in _VIEWS:
+            lines.append(f"{name:<6}{_VIEWS[name]}")
+            continue
         block, shape = layout.block(name), shapes[name]
         lines.append(f"{name:<6}{', '.join(block.contents):<26}{shape.input} → {shape.output}")
         if tab != "attention":
@@ -76,6 +79,14 @@ def tab_info(
         if not block.attentions:
             lines.append("      (no attention layers: nothing to extract here)")
     return f"<pre class='dumpunet-layerinfo'>{html.escape(chr(10).join(lines))}</pre>"
+
+
+# The features tab's pseudo-blocks, as the info panel describes them.
+_VIEWS = {
+    "latent": "view: the U-Net's input latent, as RGB",
+    "x0": "view: the guided prediction of the clean latent, as RGB",
+    "cfg": "view: the guidance |cond − uncond| per latent pixel, as a heat map",
+}
 
 
 def _message(text: str) -> str:

@@ -60,6 +60,10 @@ def _prepare_blocks(text: str) -> list[str]:
     return list(parse_layers(text, _names(), field="X/Y/Z values"))
 
 
+def _prepare_layers(text: str) -> list[str]:
+    return list(parse_layers(text, _names(), field="X/Y/Z values", views=True))  # latent, x0, cfg too
+
+
 def _prepare_steps(text: str) -> list[str]:
     selection = parse_steps(text, field="X/Y/Z values")
     if selection.is_all:
@@ -124,7 +128,7 @@ def register_axes() -> None:
             confirm=confirm_prompt_blocks,
             prepare=_prepare_blocks,
         ),
-        xyz.AxisOption(AXIS_LABELS[1], str, apply_layers, format_value=_format, prepare=_prepare_blocks),
+        xyz.AxisOption(AXIS_LABELS[1], str, apply_layers, format_value=_format, prepare=_prepare_layers),
         xyz.AxisOption(AXIS_LABELS[2], int, apply_steps, format_value=_format, prepare=_prepare_steps),
         xyz.AxisOption(AXIS_LABELS[3], str, apply_heat_word, format_value=_format),
     ]
