@@ -6,7 +6,8 @@ is split into 4-connected components, and components smaller than `min_area` of 
 debris. A component's shape comes from two numbers that survive the soft, rounded edges a small generator draws:
 where its mass sits in its bounding box (an upward triangle's centroid lies two thirds of the way down, a circle's
 or square's halfway) and how much of the box it fills (square 1, circle π/4).
-`score` matches the shapes found to the ones a scene asked for.
+`match` pairs the shapes found with the ones a scene asked for (so an asked object's mask in a generated image can be
+read), and `score` counts how many were met.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from lib_dumpunet.world.scene import BACKGROUNDS, COLOURS, Scene
 
-__all__ = ["Analysis", "FoundShape", "Score", "analyse", "score"]
+__all__ = ["Analysis", "FoundShape", "Score", "analyse", "match", "score"]
 
 _PALETTE_NAMES: tuple[str, ...] = (*COLOURS, *BACKGROUNDS)
 _PALETTE = np.array([*COLOURS.values(), *BACKGROUNDS.values()], dtype=np.float32)
@@ -120,28 +121,29 @@ def analyse(image: np.ndarray, min_area: float = 0.015) -> Analysis:
     return Analysis(_PALETTE_NAMES[background], tuple(found))
 
 
-def score(scene: Scene, analysis: Analysis) -> Score:
-    """Matches asked objects to found shapes one to one: same colour and shape first, then same colour."""
+def match(scene: Scene, analysis: Analysis) -> tuple[FoundShape | None, ...]:
+    """Per asked object (caption order), the found shape standing for it, one to one: a shape of the same colour
+    and shape first, then one of the same colour; None where no shape of its colour is left."""
     unused = list(analysis.shapes)
-    colour_hits = shape_hits = 0
-    pending = []
-    for obj in scene.objects:
-        exact = next((s for s in unused if s.colour == obj.colour and s.shape == obj.shape), None)
-        if exact is None:
-            pending.append(obj)
-            continue
-        unused.remove(exact)
-        colour_hits += 1
-        shape_hits += 1
-    for obj in pending:
-        same_colour = next((s for s in unused if s.colour == obj.colour), None)
-        if same_colour is not None:
-            unused.remove(same_colour)
-            colour_hits += 1
+    matched: list[FoundShape | None] = [None] * len(scene.objects)
+    for exact in (True, False):
+        for i, obj in enumerate(scene.objects):
+            if matched[i] is not None:
+                continue
+            found = next((s for s in unused if s.colour == obj.colour and (s.shape == obj.shape or not exact)), None)
+            if found is not None:
+                unused.remove(found)
+                matched[i] = found
+    return tuple(matched)
+
+
+def score(scene: Scene, analysis: Analysis) -> Score:
+    """How `analysis` meets `scene`, with the objects paired by `match`."""
+    pairs = [(obj, found) for obj, found in zip(scene.objects, match(scene, analysis), strict=True) if found]
     return Score(
         asked=len(scene.objects),
-        colour_hits=colour_hits,
-        shape_hits=shape_hits,
+        colour_hits=len(pairs),
+        shape_hits=sum(found.shape == obj.shape for obj, found in pairs),
         count_ok=len(analysis.shapes) == len(scene.objects),
         background_ok=analysis.background == scene.background,
     )
