@@ -12,6 +12,7 @@ import torch
 import unets
 from jobdriver import ToyHost
 
+from lib_dumpunet.capture import Key
 from lib_dumpunet.dump import read_dump
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.job import Job, make_plan
@@ -279,7 +280,82 @@ def test_the_vae_setting_decodes_through_the_host(sd1_unet, host, tmp_path):
     assert maps[0].label == "x0, step 1, predicted x0 (VAE)" and maps[0].image.size == (64, 64)
 
 
-def _key(place: str):
-    from lib_dumpunet.capture import Key
-
+def _key(place: str) -> Key:
     return Key(0, 0, 1, place, "features")
+
+
+# --- the diffusers host ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sd1(tmp_path_factory):
+    import tiny_diffusers
+
+    from lib_dumpunet.diffusers import load_model
+
+    return load_model(tiny_diffusers.build_folder(tmp_path_factory.mktemp("views-model"), "sd1"))
+
+
+def diffusers_views(model, tmp_path, sampler: str, layers: str = "latent,x0,cfg", steps: int = 3):
+    from lib_dumpunet.diffusers import Generation, prepare
+    from lib_dumpunet.diffusers.host import DiffusersHost
+
+    gen = Generation("a red circle AND a square", "blurry", seed=5, steps=steps, width=64, height=64, sampler=sampler)
+    settings = from_mapping({"features.enabled": True, "features.layers": layers})
+    plan = prepare(model, settings, gen, dump_base=tmp_path)
+    return gen, Job(plan, model.layout, DiffusersHost(model.text, model.vae))
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_diffusers_views_latent_is_the_scaled_noise_x0_ends_on_the_latents_image_unchanged(tiny_sd1, tmp_path, sampler):
+    from lib_dumpunet.diffusers.generate import denoise
+    from lib_dumpunet.diffusers.model import make_scheduler
+
+    gen, job = diffusers_views(tiny_sd1, tmp_path, sampler)
+    plain = denoise(tiny_sd1, gen, [gen.prompt], [gen.negative], [5])
+    with job:
+        job.begin_batch(0, [gen.prompt], [gen.negative], [5])
+        final = denoise(tiny_sd1, gen, [gen.prompt], [gen.negative], [5], job=job)
+        taken = job.capture.take_image(0)
+    assert torch.equal(plain, final)
+    scheduler = make_scheduler(tiny_sd1, sampler)
+    scheduler.set_timesteps(3)
+    noise = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(5)) * scheduler.init_noise_sigma
+    scaled = scheduler.scale_model_input(noise[None], scheduler.timesteps[0])[0]
+    torch.testing.assert_close(taken[_key("latent")], scaled)
+    last_x0 = taken[Key(0, 0, 3, "x0", "features")]
+    if sampler == "euler":  # Euler's last step lands on the prediction, as in the webui
+        torch.testing.assert_close(last_x0, final[0], atol=1e-4, rtol=1e-4)
+    else:  # DDIM's last step stops one noise level short of ᾱ = 1 (set_alpha_to_one off): close, not equal
+        assert float((last_x0 - final[0]).abs().mean()) < 0.1 * float(final[0].abs().mean())
+    assert sorted(k.sub for k in taken if k.place == "cfg" and k.step == 1) == [0, 1]
+
+
+def test_diffusers_x0_is_the_webui_s_denoised_for_euler(tiny_sd1):
+    from lib_dumpunet.diffusers.generate import predicted_x0
+    from lib_dumpunet.diffusers.model import make_scheduler
+
+    scheduler = make_scheduler(tiny_sd1, "euler")
+    scheduler.set_timesteps(5)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * scheduler.init_noise_sigma
+    t = scheduler.timesteps[1]
+    scheduler._step_index = 1
+    eps = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigma = float(scheduler.sigmas[1])
+    scaled = latents / (sigma**2 + 1) ** 0.5
+    # the webui's k-diffusion denoiser: denoised = x − σ·ε on the unscaled latents
+    torch.testing.assert_close(predicted_x0(scheduler, scaled, eps, t), latents - sigma * eps, atol=1e-4, rtol=1e-4)
+
+
+def test_diffusers_host_fits_its_vae_once(tiny_sd1):
+    from lib_dumpunet.diffusers.host import DiffusersHost
+
+    host = DiffusersHost(tiny_sd1.text, tiny_sd1.vae)
+    fitted = host.latent_rgb
+    assert fitted is host.latent_rgb is DiffusersHost(tiny_sd1.text, tiny_sd1.vae).latent_rgb
+    assert "fitted" in fitted.source and len(fitted.weights) == 4
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9))
+    pooled = torch.nn.functional.avg_pool2d(host.decode_latents(latents), 8)
+    linear = fitted(latents)
+    assert float((linear - pooled).pow(2).mean()) <= float(pooled.pow(2).mean()) + 1e-6  # no worse than nothing
+    assert DiffusersHost(tiny_sd1.text).latent_rgb is None

@@ -3,8 +3,10 @@
 Each sampler step makes one U-Net call holding, in order, every image's cond rows (one per `AND` sub-prompt) and
 then one uncond row per image — the order `lib_dumpunet.sampling.cfg_rows` describes — with contexts of different
 lengths padded by empty-prompt chunks. Guidance follows the webui's composable rule: uncond + scale × Σ weightᵢ ×
-(condᵢ − uncond). Before each call the job (if any) is told the step, so its hooks know every row. Nothing here
-depends on whether a job is attached: the same latents, the same calls, the same image.
+(condᵢ − uncond). Before each call the job (if any) is told the step, so its hooks know every row; after it, when
+the job shows latent views, it gets every row's predicted clean latent and the guided one (the U-Net's noise or
+v output turned into x0 with the scheduler's alphas_cumprod). Nothing here depends on whether a job is attached:
+the same latents, the same calls, the same image.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lib_dumpunet.diffusers.text import Encoded, split_and
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.job import Job
 
-__all__ = ["Generation", "Progress", "decode", "denoise", "latent_shape", "sample"]
+__all__ = ["Generation", "Progress", "decode", "denoise", "latent_shape", "predicted_x0", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +144,51 @@ def denoise(
         cond, uncond = out[:n_cond], out[n_cond:]
         delta = torch.zeros_like(uncond).index_add_(0, owner, (cond - uncond[owner]) * weights[:, None, None, None])
         guided = uncond + gen.cfg_scale * delta
+        if job is not None:
+            _hand_views(job, scheduler, x, out, guided, t, n_cond)
         latents = scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
         if progress is not None:
             progress(1)
     return latents
+
+
+def _hand_views(job: Job, scheduler, x, out, guided, t, n_cond: int) -> None:
+    """Give the job the predicted clean latents its views ask for at this step (nothing is computed otherwise)."""
+    if job.wants_view("cfg"):
+        job.denoised(predicted_x0(scheduler, x, out, t))
+    if job.wants_view("x0"):
+        job.guided(predicted_x0(scheduler, x[n_cond:], guided, t))
+
+
+def _alpha_bar(scheduler, t: torch.Tensor) -> float:
+    """ᾱ of the current step: from the sigma of sigma-based schedulers (ᾱ = 1/(1+σ²)), else from alphas_cumprod at
+    the timestep (linearly between neighbours for fractional timesteps)."""
+    sigmas, index = getattr(scheduler, "sigmas", None), getattr(scheduler, "step_index", None)
+    if sigmas is not None and index is not None:
+        sigma = float(sigmas[index])
+        return 1.0 / (1.0 + sigma * sigma)
+    if sigmas is not None and index is None and hasattr(scheduler, "index_for_timestep"):
+        sigma = float(sigmas[scheduler.index_for_timestep(t)])
+        return 1.0 / (1.0 + sigma * sigma)
+    table = scheduler.alphas_cumprod
+    position = min(max(float(t), 0.0), len(table) - 1.0)
+    low = int(position)
+    high = min(low + 1, len(table) - 1)
+    share = position - low
+    return float(table[low]) * (1 - share) + float(table[high]) * share
+
+
+def predicted_x0(scheduler, sample: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean latent a U-Net output predicts for its (scaled) input `sample` at timestep `t`, by the scheduler's
+    prediction type: x0 = (x − √(1−ᾱ)·ε)/√ᾱ for noise, √ᾱ·x − √(1−ᾱ)·v for v, the output itself for "sample"."""
+    kind = getattr(scheduler.config, "prediction_type", "epsilon")
+    if kind == "sample":
+        return out
+    alpha_bar = _alpha_bar(scheduler, t)
+    a, b = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+    if kind == "v_prediction":
+        return a * sample.float() - b * out.float()
+    return (sample.float() - b * out.float()) / a
 
 
 @torch.no_grad()

@@ -69,7 +69,7 @@ def evaluations(plan: Plan, gen: Generation, per_batch: int | None = None) -> in
 
 def run(model: Model, plan: Plan, gen: Generation, *, progress: Progress | None = None) -> JobResult:
     """Generate the job's images with its maps (and difference maps)."""
-    host = DiffusersHost(model.text)
+    host = DiffusersHost(model.text, model.vae)  # the VAE: latent views are drawn through it
     runs: dict[Role, tuple[Job, list[GeneratedImage]]] = {}
     for role in _roles(plan):
         with Job(plan, model.layout, host, role=role) as job:
