@@ -43,6 +43,7 @@ __all__ = [
     "PromptViewSettings",
     "collect",
     "render",
+    "row_label",
     "shared_limit",
 ]
 
@@ -192,11 +193,16 @@ def _uses(job: Any, negative: bool) -> list[_Use]:
                 name = (row.branch, text)
                 receivers.setdefault(name, set()).add(block)
                 first[name] = min(first.get(name, (row.image, row.sub)), (row.image, row.sub))
-        for (branch, text), blocks in sorted(receivers.items(), key=lambda item: (first[item[0]], item[0])):
+        for (branch, text), blocks in receivers.items():
             ordered = tuple(sorted(blocks, key=lambda b: order.get(b, len(order))))
             image, sub = first[(branch, text)]
             found.setdefault((branch, ordered, text), _Use(image, branch, sub, text, ordered))
-    return sorted(found.values(), key=lambda u: (u.image, bool(u.blocks), u.branch != "cond", u.sub))
+    order = {name: i for i, name in enumerate(getattr(job.layout, "names", ()))}
+
+    def place(u: _Use) -> tuple:  # per image: whole texts first, then per-block texts in U-Net order
+        return (u.image, bool(u.blocks), u.branch != "cond", u.sub, order.get(u.blocks[0], 0) if u.blocks else 0)
+
+    return sorted(found.values(), key=place)
 
 
 def _title(use: _Use) -> str:
@@ -256,7 +262,7 @@ def collect(
             rows = _rows(tables[text], context.shape[0])
             span = None
             if len(schedule) > 1:
-                span = f"steps {first}-{last if last is not None else 'end'}" + (f" of {steps}" if steps else "")
+                span = _span_text(first, last, steps)
             key = Key(use.image, 0, first, _place(use.blocks), PROMPT_KIND, use.branch, use.sub)  # type: ignore[arg-type]
             pooled = None if entry.pooled is None else entry.pooled.detach().float().cpu().reshape(-1)
             notes = _chunk_notes(rows, text)
@@ -273,6 +279,14 @@ def _rows(table: TokenTable | None, tokens: int) -> tuple[TokenRow, ...]:
     if table is not None:
         log.warning("the token table has %d rows, the prompt tensor %d: rows labelled by position", len(table), tokens)
     return tuple(TokenRow(i, i // COLUMNS_PER_CHUNK, i % COLUMNS_PER_CHUNK, 0, "", "text", 1.0) for i in range(tokens))
+
+
+def _span_text(first: int, last: int | None, steps: int | None) -> str:
+    """'steps 1-11 of 20', 'step 4 of 4', 'steps 12-end'."""
+    of = f" of {steps}" if steps else ""
+    if last == first:
+        return f"step {first}{of}"
+    return f"steps {first}-{last if last is not None else 'end'}{of}"
 
 
 def _chunk_notes(rows: Sequence[TokenRow], text: str) -> tuple[str, ...]:
@@ -315,17 +329,17 @@ def shared_limit(tensors: Iterable[PromptTensor], percentile: float) -> float:
 
 @functools.cache
 def _palette() -> np.ndarray:
-    """(256, 3) uint8: index 0 the most negative colour, 255 the most positive."""
+    """(255, 3) uint8: index 0 the most negative colour, 127 zero, 254 the most positive (odd: 0 has its own)."""
     stops = np.array([a for a, _ in _ANCHORS])
     colours = np.array([c for _, c in _ANCHORS], dtype=np.float64)
-    where = np.linspace(-1.0, 1.0, 256)
+    where = np.linspace(-1.0, 1.0, 255)
     return np.stack([np.interp(where, stops, colours[:, i]) for i in range(3)], axis=1).round().astype(np.uint8)
 
 
 def colours(values: np.ndarray, limit: float) -> np.ndarray:
     """RGB (…, 3) uint8 of `values` on the diverging scale, ±`limit` at its ends (beyond: clipped)."""
     scaled = np.clip(np.nan_to_num(values / limit), -1.0, 1.0)
-    return _palette()[np.rint((scaled + 1.0) * 127.5).astype(np.intp)]
+    return _palette()[np.rint((scaled + 1.0) * 127).astype(np.intp)]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -521,6 +535,13 @@ def _row_labels(pen: ImageDraw.ImageDraw, g: _Geometry, tokens: int) -> None:
             weight = f"x{row.weight:.2f}"
             pen.text((right - font.getlength(weight), y), weight, fill=_WEIGHTED, font=font)
         i += 1
+
+
+def row_label(row: TokenRow) -> str:
+    """A row's label as drawn beside it: 'red x1.30', '<style:0>', 'BOS (start)' (padding runs get one label)."""
+    text, _colour = _row_text(row)
+    weighted = row.kind in ("text", "embedding") and row.weight != 1.0
+    return f"{text} x{row.weight:.2f}" if weighted else text
 
 
 def _row_text(row: TokenRow) -> tuple[str, tuple[int, int, int]]:

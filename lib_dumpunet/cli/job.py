@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lib_dumpunet.cli import prompt_tensor
 from lib_dumpunet.cli.files import Saved, Writer, quote
 from lib_dumpunet.cli.main import job_settings
 from lib_dumpunet.cli.page import ImageEntry, write_page
@@ -110,6 +111,7 @@ def run_command(args: argparse.Namespace, command_line: str) -> Path:
     model = load_model(args.model, device=args.device)
     gen = generation(args, model)
     settings = job_settings(args, model.layout.names)
+    settings.prompt_tensor.check()
     plan = prepare(model, settings, gen, dump_base=args.out)
     scheduler = make_scheduler(model, gen.sampler)
     sampler = args.sampler or type(scheduler).__name__.removesuffix("Scheduler")
@@ -118,6 +120,10 @@ def run_command(args: argparse.Namespace, command_line: str) -> Path:
     log.debug("latent %s, plan %s", latent_shape(model, gen.width, gen.height), plan)
     with tqdm(total=total, unit="step", desc="dumpunet", disable=args.quiet, leave=False) as bar:
         result = run(model, plan, gen, progress=bar.update)
+    if settings.prompt_tensor.enabled and result.job is not None:
+        drawn = prompt_tensor.prompt_maps(result.job, model.text, settings.prompt_tensor)
+        for image in result.images:
+            image.maps.extend(drawn.get(image.index, ()))
     entries = _save(args.out, result, gen, model, settings, sampler)
     page = args.out / "index.html"
     title = f"Dump U-Net — {model.name}"

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--self-attention", action="store_true", help="draw where the query points look")
     g.add_argument("--query-points", default="4x4", help="4x4 (a grid) or 'x,y; x,y' fractions")
     g.add_argument("--no-token-labels", action="store_true", help="no token names under Q*K columns")
+    g.add_argument(
+        "--prompt-tensor",
+        action="store_true",
+        help="also draw the conditioning the U-Net reads (77 rows a chunk x the encoder's width), tokens labelled",
+    )
     layer = commands.add_parser("layer-prompt", help="per-block prompts (~: BLOCKS: text ; … :~) and difference maps")
     _common(layer)
     _tab(layer, layers_help="blocks for difference maps (with --diff; default: every block)")
@@ -159,6 +164,8 @@ def job_settings(args: argparse.Namespace, names: Sequence[str]) -> JobSettings:
             "query_points": args.query_points,
             "token_labels": not args.no_token_labels,
         }
+        if args.prompt_tensor:
+            data["prompt_tensor"] = {"enabled": True}
     elif args.command == "heatmap":
         data["heatmap"] = heatmap.section(args)
     else:

@@ -20,8 +20,8 @@ from lib_dumpunet.render import KIND_NAMES
 
 __all__ = ["ImageEntry", "write_page"]
 
-_KIND_ORDER = ("heat", "features", "qk", "vqk", "k", "self", "diff")
-_TAB_NAMES = {**KIND_NAMES, "heat": "Word heat maps"}
+_KIND_ORDER = ("heat", "features", "qk", "vqk", "k", "self", "diff", "prompt")
+_TAB_NAMES = {**KIND_NAMES, "heat": "Word heat maps", "prompt": "Prompt tensor"}
 _ABOUT = {
     "features": "What each block outputs (rows) at each sampler step (columns), one tile per channel"
     " — or their average, where one was asked for.",
@@ -31,6 +31,8 @@ _ABOUT = {
     "k": "The keys cross-attention computes from the prompt: one d × tokens tile per head.",
     "self": "Where the marked query points look in self-attention, per head (rows) and point (columns).",
     "diff": "Features with the per-block prompts minus features without them.",
+    "prompt": "What the U-Net's cross-attention reads: one row per context column (tokens labelled), one column per"
+    " channel of the text encoder, on one blue-white-red scale for the whole job.",
     "heat": "Where each word went: its tokens' cross-attention over the chosen layers and steps, summed, stretched"
     " to [0, 1] and drawn over the image; then all words side by side, and a small map per step where asked.",
 }

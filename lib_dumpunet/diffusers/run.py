@@ -46,6 +46,7 @@ class JobResult:
     images: list[GeneratedImage]
     diffs: dict[int, list[MapImage]]
     comments: list[str]
+    job: Job | None = None  # the job whose images these are (its texts feed the prompt tensor view)
 
 
 def prepare(model: Model, settings: JobSettings, gen: Generation, *, dump_base: Path) -> Plan:
@@ -88,7 +89,7 @@ def run(model: Model, plan: Plan, gen: Generation, *, progress: Progress | None 
         job.close()  # difference dumps are written now
         for image, base in zip(images, base_images, strict=True):
             image.baseline = base.image
-    return JobResult(images, diffs, comments)
+    return JobResult(images, diffs, comments, job)
 
 
 def _batches(model: Model, job: Job, gen: Generation, progress: Progress | None) -> list[GeneratedImage]:

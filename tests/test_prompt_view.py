@@ -1,0 +1,277 @@
+"""The prompt tensor view: which conditionings a job gets pictures of, their row labels, and the pictures' pixels.
+
+Contexts come from the command line's encoder (`TextEncoder`: real tiny CLIP text transformers, the real CLIP BPE
+vocabulary), the texts from a real `Job` on the tiny ldm U-Net's layout (per-block prompts parsed and encoded as in
+sampling). Pixels are checked against the colour scale cell by cell, not by eye.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fakewebui.tiny_model import ID_END, ID_START, clip_text_model, clip_tokenizer
+from tiny_diffusers import _text as tiny_text_model
+
+from lib_dumpunet.capture import Key
+from lib_dumpunet.cli.prompt_tensor import TextEncoderSource
+from lib_dumpunet.diffusers.host import DiffusersHost
+from lib_dumpunet.diffusers.text import TextEncoder
+from lib_dumpunet.errors import DumpUnetError
+from lib_dumpunet.job import Job, make_plan
+from lib_dumpunet.layout import UNetLayout
+from lib_dumpunet.prompt_view import (
+    CHUNK_BAND,
+    MARGIN,
+    PART_GAP,
+    PROMPT_KIND,
+    ROW_PX,
+    Encoding,
+    Part,
+    PromptTensor,
+    PromptViewSettings,
+    collect,
+    colours,
+    draw,
+    render,
+    row_label,
+    shared_limit,
+)
+from lib_dumpunet.settings import from_mapping
+from lib_dumpunet.tokens import BpeVocabulary, EmbeddingIndex, TokenTable, chunk_prompt
+
+ON = PromptViewSettings(enabled=True)
+TOK = clip_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def text() -> TextEncoder:
+    return TextEncoder([TOK], [clip_text_model(64, seed=3)])
+
+
+@pytest.fixture(scope="module")
+def sdxl_text() -> TextEncoder:
+    torch.manual_seed(5)
+    return TextEncoder([TOK, TOK], [tiny_text_model(32), tiny_text_model(48, projection=True)])
+
+
+@pytest.fixture(scope="module")
+def layout(sd1_unet) -> UNetLayout:
+    return UNetLayout(sd1_unet)
+
+
+def job_of(layout, text, prompts, negatives, *, layer_prompt=False, tmp=Path()) -> Job:
+    """A job that has begun its batch: texts known, per-block texts encoded (nothing sampled: none is needed)."""
+    settings = from_mapping({"prompt_tensor.enabled": True, "layer_prompt.enabled": layer_prompt})
+    plan = make_plan(settings, layout, job_steps=2, dump_base=tmp, shared=False)
+    job = Job(plan, layout, DiffusersHost(text))
+    job.begin_batch(0, prompts, negatives, seeds=list(range(len(prompts))))
+    return job
+
+
+def heat_cell(image, g_left: int, top: int, column_px: int, row: int, column: int) -> tuple[int, ...]:
+    """The pixel in the middle of a cell of the heat area (no part gaps)."""
+    x = g_left + column * column_px + column_px // 2
+    y = top + row * ROW_PX + ROW_PX // 2
+    return tuple(np.asarray(image)[y, x])
+
+
+# --- which conditionings ------------------------------------------------------------------------------------------
+
+
+def test_each_and_sub_prompt_and_the_negative_prompt_get_one_picture_each_once_per_job(layout, text):
+    prompts = ["a red hat AND a blue cat", "a red hat AND a blue cat"]  # a batch of two: same texts
+    job = job_of(layout, text, prompts, ["blurry", "blurry"])
+    tensors = collect(job, TextEncoderSource(text), ON)
+    assert [(t.title, t.key.branch, t.key.sub, t.key.image) for t in tensors] == [
+        ("prompt", "cond", 0, 0),
+        ("prompt, AND 2", "cond", 1, 0),
+        ("negative prompt", "uncond", 0, 0),
+    ]
+    assert torch.equal(tensors[1].context, text.encode("a blue cat").context)
+    without = collect(job, TextEncoderSource(text), PromptViewSettings(enabled=True, negative=False))
+    assert [t.title for t in without] == ["prompt", "prompt, AND 2"]
+
+
+def test_a_prompt_that_changes_within_the_job_is_shown_after_the_first_image_using_it(layout, text):
+    job = job_of(layout, text, ["a red hat", "a red hat", "a green hat"], ["", "", ""])
+    tensors = collect(job, TextEncoderSource(text), ON)
+    assert [(t.text, t.key.image) for t in tensors] == [("a red hat", 0), ("", 0), ("a green hat", 2)]
+
+
+def test_per_block_texts_get_one_picture_each_labelled_with_their_blocks(layout, text):
+    prompt = "a (~: IN00-IN02: red ; OUT00: blue :~) circle"
+    job = job_of(layout, text, [prompt], ["(~: M00: dull :~) blurry"], layer_prompt=True)
+    tensors = collect(job, TextEncoderSource(text), ON)
+    titles = [t.title for t in tensors]
+    assert titles == [
+        "prompt",
+        "negative prompt",
+        "per-block text of IN00, IN01, IN02 (prompt)",
+        "per-block text of OUT00 (prompt)",
+        "per-block text of M00 (negative prompt)",
+    ]
+    places = [t.key.place for t in tensors]
+    assert places == ["text", "text", "IN00+2", "OUT00", "M00"]
+    assert tensors[2].text == "a  red  circle" and tensors[3].text == "a  blue  circle"  # the construct's spaces kept
+    assert torch.equal(tensors[2].context, text.encode("a  red  circle").context)
+    assert tensors[0].text == "a  circle"  # what the webui encodes: the construct erased
+    assert tensors[2].key.branch == "cond" and tensors[4].key.branch == "uncond"
+
+
+class _EditingSource:
+    """Two schedule entries, as the webui's `[red:blue:0.5]` gives over 10 steps."""
+
+    parts = ()
+
+    def __init__(self, text: TextEncoder) -> None:
+        self.text = text
+
+    def encode(self, text: str, *, negative: bool):
+        return [
+            Encoding(4, self.text.encode("a red hat").context, text="a red hat"),
+            Encoding(10, self.text.encode("a blue hat").context, text="a blue hat"),
+        ]
+
+    def token_table(self, text: str):
+        return TextEncoderSource(self.text).token_table(text)
+
+
+def test_prompt_editing_gives_one_picture_per_schedule_entry_labelled_with_its_steps(layout, text):
+    job = job_of(layout, text, ["a [red:blue:0.5] hat"], [""])
+    tensors = collect(job, _EditingSource(text), PromptViewSettings(enabled=True, negative=False), steps=10)
+    assert [t.label for t in tensors] == [
+        "prompt tensor: prompt, steps 1-5 of 10",
+        "prompt tensor: prompt, steps 6-10 of 10",
+    ]
+    assert [t.key.step for t in tensors] == [1, 6]
+    assert [r.text for r in tensors[1].rows[1:4]] == ["a", "blue", "hat"]
+    maps = render(tensors, ON)
+    assert [m.file_suffix for m in maps] == ["-dumpunet-prompt-text-001", "-dumpunet-prompt-text-006"]
+
+
+# --- rows and their labels ----------------------------------------------------------------------------------------
+
+
+def test_rows_are_the_token_inspectors_table_with_weights_and_break(layout, text):
+    prompt = "a (red:1.3) [hat] BREAK blue"
+    job = job_of(layout, text, [prompt], [""])
+    (t,) = collect(job, TextEncoderSource(text), PromptViewSettings(enabled=True, negative=False))
+    table = TokenTable.from_chunks(text.encoder.chunks(prompt), BpeVocabulary.of(TOK))
+    assert t.rows == table.rows and t.context.shape == (154, 64)
+    assert [row_label(r) for r in t.rows[:5]] == ["BOS (start)", "a", "red x1.30", "hat x0.91", "EOS (end)"]
+    assert row_label(t.rows[78]) == "blue"
+    assert t.chunk_notes == ("start of the prompt", "after BREAK")
+
+
+def test_eighty_tokens_make_two_chunks_of_rows(layout, text):
+    prompt = " ".join(["cat"] * 80)
+    job = job_of(layout, text, [prompt], [""])
+    (t,) = collect(job, TextEncoderSource(text), PromptViewSettings(enabled=True, negative=False))
+    assert t.context.shape[0] == 154
+    assert t.chunk_notes == ("start of the prompt", "the prompt goes on past 75 tokens")
+    assert [r.text for r in t.rows[76:83]] == ["<end>", "<start>", "cat", "cat", "cat", "cat", "cat"]
+    image = draw(t, 1.0, 99.0)
+    single = draw(collect(job_of(layout, text, ["cat"], [""]), TextEncoderSource(text), ON)[0], 1.0, 99.0)
+    assert image.height - single.height == CHUNK_BAND + 77 * ROW_PX
+
+
+def test_an_embeddings_vectors_are_labelled_with_its_name():
+    index = EmbeddingIndex({"mystyle": 2}, _tokenize)
+    chunks = chunk_prompt("a (mystyle:1.1) cat", _tokenize, start=ID_START, end=ID_END, comma=None, embeddings=index)
+    rows = TokenTable.from_chunks(chunks, BpeVocabulary.of(TOK)).rows
+    assert [row_label(r) for r in rows[1:5]] == ["a", "<mystyle:0> x1.10", "<mystyle:1> x1.10", "cat"]
+
+
+# --- pixels -------------------------------------------------------------------------------------------------------
+
+
+def _tokenize(texts):
+    return TOK(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+
+def _tensor(context: torch.Tensor, parts=(), pooled=None) -> PromptTensor:
+    """A one-chunk tensor labelled as "a cat" (the labels do not matter to the pixels)."""
+    chunks = chunk_prompt("a cat", _tokenize, start=ID_START, end=ID_END, comma=None)
+    rows = TokenTable.from_chunks(chunks, BpeVocabulary.of(TOK)).rows
+    return PromptTensor(Key(0, 0, 1, "text", PROMPT_KIND), "prompt", "a cat", context, rows, parts=parts, pooled=pooled)
+
+
+HEAT_TOP = MARGIN + 40 + 30 + CHUNK_BAND  # below the title, the column axis and the first chunk's caption band
+HEAT_LEFT = MARGIN + 200  # right of the row labels
+NARROW_COLUMN_PX = 8  # test-size widths (64, 80) get the widest columns
+
+
+def test_every_cell_has_its_values_colour_on_the_stated_scale():
+    generator = torch.Generator().manual_seed(0)
+    context = torch.randn(77, 64, generator=generator) * 2
+    t = _tensor(context)
+    image = draw(t, 1.5, 99.0)
+    column_px, left, top = NARROW_COLUMN_PX, HEAT_LEFT, HEAT_TOP
+    pixels = np.asarray(image)
+    ys = top + np.arange(77) * ROW_PX + ROW_PX // 2
+    xs = left + np.arange(64) * column_px + column_px // 2
+    assert np.array_equal(pixels[ys][:, xs], colours(context.numpy(), 1.5))
+    assert image.width == left + 64 * column_px + MARGIN
+    assert image.height > top + 77 * ROW_PX
+    clipped = colours(np.array([5.0, -5.0, 0.0]), 1.5)
+    assert tuple(clipped[0]) == tuple(colours(np.array([1.5]), 1.5)[0])  # beyond the range: the end colour
+    assert tuple(clipped[2]) == (242, 242, 242)  # 0 is the light centre
+
+
+def test_wide_tensors_get_one_pixel_a_column_and_sdxl_halves_are_split():
+    context = torch.linspace(-1, 1, 2048).repeat(77, 1)
+    parts = (Part("CLIP-L", 768), Part("OpenCLIP-G", 1280))
+    image = draw(_tensor(context, parts), 1.0, 99.0)
+    left = HEAT_LEFT
+    assert image.width == left + 2048 + PART_GAP + MARGIN
+    pixels = np.asarray(image)
+    y = HEAT_TOP + ROW_PX // 2
+    assert np.array_equal(pixels[y, left : left + 768], colours(context[0, :768].numpy(), 1.0))
+    assert (pixels[y, left + 768 : left + 768 + PART_GAP] == 70).all()  # the dark split between the encoders
+    after = left + 768 + PART_GAP
+    assert np.array_equal(pixels[y, after : after + 1280], colours(context[0, 768:].numpy(), 1.0))
+
+
+def test_sdxl_contexts_from_two_encoders_carry_their_widths_and_the_pooled_row(layout, sdxl_text):
+    job = job_of(layout, sdxl_text, ["a red hat"], [""])
+    (t,) = collect(job, TextEncoderSource(sdxl_text), PromptViewSettings(enabled=True, negative=False))
+    assert t.parts == (Part("CLIP-L", 32), Part("OpenCLIP-G", 48))
+    assert t.context.shape == (77, 80)
+    assert torch.equal(t.pooled, sdxl_text.encode("a red hat").pooled)
+    image = draw(t, 1.0, 99.0)
+    column_px, left = NARROW_COLUMN_PX, HEAT_LEFT
+    pooled_top = HEAT_TOP + 77 * ROW_PX + CHUNK_BAND
+    x = left + 32 * column_px + PART_GAP + np.arange(48) * column_px + column_px // 2  # under OpenCLIP-G's columns
+    row = np.asarray(image)[pooled_top + ROW_PX, x]
+    assert np.array_equal(row, colours(t.pooled.numpy(), 1.0))
+
+
+def test_one_scale_for_the_whole_job_at_the_stated_percentile():
+    small, large = _tensor(torch.full((77, 64), 0.5)), _tensor(torch.full((77, 64), 2.0))
+    limit = shared_limit([small, large], 75.0)
+    assert limit == pytest.approx(float(np.percentile(np.r_[np.full(77 * 64, 0.5), np.full(77 * 64, 2.0)], 75)))
+    maps = render([small, large], PromptViewSettings(enabled=True, percentile=75.0))
+    top, left = HEAT_TOP, HEAT_LEFT
+    assert heat_cell(maps[0].image, left, top, NARROW_COLUMN_PX, 0, 0) == tuple(colours(np.array([0.5]), limit)[0])
+    assert heat_cell(maps[1].image, left, top, NARROW_COLUMN_PX, 0, 0) == tuple(colours(np.array([2.0]), limit)[0])
+    assert shared_limit([_tensor(torch.zeros(77, 64))], 99.0) == 1.0  # an all-zero tensor (SDXL's empty negative)
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("percentile", [49.9, 100.5, -1.0])
+def test_a_percentile_out_of_range_is_refused_with_the_fields_name(percentile):
+    with pytest.raises(DumpUnetError, match="Prompt tensor › Colour range percentile"):
+        PromptViewSettings(enabled=True, percentile=percentile).check()
+
+
+def test_settings_arrive_typed_from_the_api():
+    settings = from_mapping({"prompt_tensor": {"enabled": True, "percentile": 97, "negative": False}})
+    assert settings.prompt_tensor == PromptViewSettings(True, 97.0, False)
+    assert settings.active
+    with pytest.raises(DumpUnetError, match=r"prompt_tensor\.percentile"):
+        from_mapping({"prompt_tensor.percentile": "high"})
