@@ -78,7 +78,9 @@ NOT_IN_PROMPT = "not in this prompt"  # what the strip says of a word another pr
 
 @dataclass(frozen=True)
 class HeatmapSettings:
-    """The word heat maps' controls. Defaults that work: every attn2 layer, every step, a jet overlay."""
+    """The word heat maps' controls. Defaults that work: every attn2 layer, every step, a jet overlay. The image's
+    infotext holds those that differ from these defaults with the job's other settings (`heatmap.words: cat, hat`,
+    see `lib_dumpunet.webui.infotext`)."""
 
     enabled: bool = False
     words: str = ""  # words of the prompt, as the token inspector picks them; blank: every word (at most 16)
@@ -117,19 +119,6 @@ class HeatmapSettings:
             msg = f"{STEPS_FIELD}: step {beyond} is beyond the {job_steps} steps this job samples"
             raise DumpUnetError(msg)
         return HeatPlan(s, tuple(layers), steps)
-
-    def infotext(self) -> dict[str, str]:
-        """PNG-info items for these settings (only what differs from the defaults, plus the words)."""
-        out = {"Heat words": self.words or "(every word)"}
-        if self.negative_words:
-            out["Heat negative words"] = self.negative_words
-        if self.layers.strip().lower() != ALL:
-            out["Heat layers"] = self.layers
-        if self.steps.strip():
-            out["Heat steps"] = self.steps
-        if self.heads != "mean":
-            out["Heat heads"] = self.heads
-        return out
 
 
 def _layers(text: str, layout: UNetLayout) -> list[AttentionInfo]:

@@ -11,6 +11,8 @@ import unets
 from webuihelp import hooks_on, map_labels, section_args, session
 
 from lib_dumpunet.errors import DumpUnetError, SpecError
+from lib_dumpunet.settings import FIELDS, from_mapping
+from lib_dumpunet.webui import infotext
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,68 @@ def test_xyz_axis_over_words_shows_each_words_map(w):
     assert 'Dump U-Net map: "heat map: hat"' in processed.infotexts[-1]
     assert not np.array_equal(np.asarray(cells[0]), np.asarray(cells[1]))
     assert hooks_on(w.unet) == 0
+
+
+# --- the infotext ----------------------------------------------------------------------------------------------------
+
+_HEAT_CHANGED = {
+    "heatmap.enabled": True,
+    "heatmap.words": '"5", cat, "red, hat"',
+    "heatmap.negative_words": "blurry",
+    "heatmap.layers": "IN04-OUT05",
+    "heatmap.steps": "1",
+    "heatmap.per_step": True,
+    "heatmap.heads": "max",
+    "heatmap.output": "masked",
+    "heatmap.opacity": 0.75,
+    "heatmap.colormap": "hot",
+}
+
+
+def _paste(w, text: str) -> dict:
+    ours = [f for f in w.infotext_utils.paste_fields["txt2img"]["fields"] if f[1] in infotext.PASTE_NAMES]
+    paste = w.infotext_utils.connect_paste(None, ours, None, None, "txt2img")
+    return dict(zip(["enable", *(f.path for f in FIELDS)], (u.get("value") for u in paste(text)), strict=True))
+
+
+def _heat_values(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k.startswith("heatmap.")}
+
+
+def test_the_heat_settings_read_in_the_infotext_as_typed_and_paste_back(w):
+    prompt = "a 5 on a cat in a red, hat"
+    processed = w.run(w.txt2img(section_args(w, _HEAT_CHANGED), prompt=prompt, negative_prompt="blurry", steps=2))
+    text = processed.infotexts[processed.index_of_first_image]
+    (entry,) = [line for line in text.splitlines() if "Dump U-Net:" in line]
+    expected = (
+        'heatmap.enabled: True, heatmap.words: "5", cat, "red, hat", heatmap.negative_words: blurry, '
+        "heatmap.layers: IN04-OUT05, heatmap.steps: 1, heatmap.per_step: True, heatmap.heads: max, "
+        "heatmap.output: masked, heatmap.opacity: 0.75, heatmap.colormap: hot"
+    )
+    assert w.infotext_utils.quote(expected) in entry
+    assert '\\"\\\\\\"' not in entry, "the words are not quoted twice over"
+    values = _paste(w, text)
+    assert values["enable"] is True
+    assert _heat_values(values) == _HEAT_CHANGED
+    assert from_mapping({k: v for k, v in values.items() if k != "enable"}) == from_mapping(_HEAT_CHANGED)
+
+
+def test_texts_that_would_be_misread_are_still_quoted_and_round_trip():
+    for words in ('"cat"', '"5"', "", ' "cat", hat', "cat, heatmap.layers: M00", '"a", b', '"a"b, c'):
+        settings = from_mapping({"heatmap.enabled": True, "heatmap.words": words, "heatmap.steps": "2"})
+        text = infotext.encode(settings)
+        assert from_mapping(infotext.restored({infotext.INFOTEXT_KEY: text})) == settings, text
+    assert infotext.encode(from_mapping({"heatmap.words": '"cat"'})) == 'heatmap.words: "\\"cat\\""'
+
+
+def test_old_infotexts_still_paste(w):
+    earlier = 'a cat\nSteps: 2, Seed: 1, Dump U-Net: "heatmap.enabled: True, heatmap.words: \\"\\\\\\"5\\\\\\", cat\\""'
+    values = _paste(w, earlier)
+    assert values["heatmap.enabled"] is True and values["heatmap.words"] == '"5", cat'
+    as_json = 'a cat\nSteps: 2, Seed: 1, Dump U-Net: "{\\"heatmap.enabled\\": true, \\"heatmap.words\\": \\"hat\\"}"'
+    values = _paste(w, as_json)
+    assert (values["heatmap.enabled"], values["heatmap.words"], values["heatmap.layers"]) == (True, "hat", "all")
+    before_heat_maps = 'a cat\nSteps: 2, Seed: 1, Dump U-Net: "features.enabled: True, features.layers: IN00"'
+    values = _paste(w, before_heat_maps)
+    assert values["features.layers"] == "IN00"
+    assert _heat_values(values) == {f.path: f.default for f in FIELDS if f.path.startswith("heatmap.")}

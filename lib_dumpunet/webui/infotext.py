@@ -5,9 +5,11 @@ One infotext entry holds the settings that differ from their defaults, in the we
     Dump U-Net: "features.enabled: True, features.layers: IN00-OUT11, features.colors.gain: 2.5, attention.outputs: K"
 
 Keys are the settings' paths (as the API takes them), booleans are True/False, several choices are joined by `+`, and
-text is written as it is — only a text that could be mistaken for the next key (it contains `, some.key: `), starts
-with a quote or a blank, ends with a blank, or is empty is written as a JSON string. The webui quotes the whole value.
-Entries written as a JSON object (`{"features.layers": …}`, by earlier versions) are still read.
+text is written as it is — only a text that could be misread is written as a JSON string: one that contains
+`, some.key: ` (the next key), starts or ends with a blank, is empty, or is itself one whole JSON string (`"5"`). A
+text that merely starts with a quote, as word lists do (`heatmap.words: "5", cat`), stays as typed: a value is read as
+JSON only when the JSON string is all of it. The webui quotes the whole entry. Entries written as a JSON object
+(`{"features.layers": …}`, by earlier versions) and values JSON-quoted by earlier versions are still read.
 
 Pasting restores the settings into the always-visible section: each input gets its value, or its default when the
 image was made with Dump U-Net but left that setting alone; an image without the entry switches the section off.
@@ -58,9 +60,25 @@ def _text(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return str(value)
     text = str(value)
-    if not text or text != text.strip() or text.startswith('"') or _NEXT_KEY.search(text):
+    if not text or text != text.strip() or _NEXT_KEY.search(text) or _whole_json(text, 0) is not None:
         return json.dumps(text, ensure_ascii=False)
     return text
+
+
+def _whole_json(raw: str, pos: int) -> tuple[str, int] | None:
+    """(the text, where it ends) when a JSON string starts at `pos` and is the whole value there: followed by the
+    end of the entry or by the next key; None otherwise (the value is then read as written)."""
+    if not raw.startswith('"', pos):
+        return None
+    try:
+        value, end = json.JSONDecoder().raw_decode(raw, pos)
+    except ValueError:
+        return None
+    if not isinstance(value, str):
+        return None
+    if end == len(raw) or (raw.startswith(", ", end) and _KEY.match(raw, end + 2)):
+        return value, end
+    return None
 
 
 @dataclass(frozen=True)
@@ -107,19 +125,15 @@ def _read_text(raw: str) -> _Entry | None:
 def _pairs(raw: str) -> dict[str, str] | None:
     """'a.b: x, c.d: "y"' → {"a.b": "x", "c.d": "y"}; None when the text is not in that form. Reads left to right."""
     pairs: dict[str, str] = {}
-    pos, decoder = 0, json.JSONDecoder()
+    pos = 0
     while pos < len(raw):
         key = _KEY.match(raw, pos)
         if key is None:
             return None
         pos = key.end()
-        if raw.startswith('"', pos):
-            try:
-                value, end = decoder.raw_decode(raw, pos)
-            except ValueError:
-                return None
-            if not isinstance(value, str) or (end < len(raw) and not raw.startswith(", ", end)):
-                return None
+        quoted = _whole_json(raw, pos)
+        if quoted is not None:
+            value, end = quoted
         else:
             following = _NEXT_KEY.search(raw, pos)
             end = following.start() if following else len(raw)
