@@ -14,8 +14,11 @@ one). `render_words` stretches each sum to [0, 1] (min–max), brings it to the 
 image with VXA's overlay (`lib_dumpunet.overlay`): one picture per word, a strip of all words side by side, and,
 when asked, a small strip per word with one map per step.
 
-Every user mistake (a word that is not in the prompt, a layer without cross-attention, a bad step spec or opacity)
-raises `DumpUnetError` when the settings are checked against the model, before generation.
+Every user mistake (a word that is in none of the job's prompts — `require_words` —, a layer without
+cross-attention, a bad step spec or opacity) raises `DumpUnetError` when the settings are checked against the model,
+before generation. A word that only some prompts of the job have (wildcards, a batch of different prompts) is not a
+mistake: `find_words(strict=False)` gives it no rows in the others, and those images get no map for it but a place in
+the strip saying it is "not in this prompt".
 """
 
 from __future__ import annotations
