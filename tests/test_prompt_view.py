@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_diffusers
 import torch
 from fakewebui.tiny_model import ID_END, ID_START, clip_text_model, clip_tokenizer
-from tiny_diffusers import _text as tiny_text_model
+from PIL import Image
 
 from lib_dumpunet.capture import Key
+from lib_dumpunet.cli import main
 from lib_dumpunet.cli.prompt_tensor import TextEncoderSource
 from lib_dumpunet.diffusers.host import DiffusersHost
 from lib_dumpunet.diffusers.text import TextEncoder
@@ -54,7 +56,7 @@ def text() -> TextEncoder:
 @pytest.fixture(scope="module")
 def sdxl_text() -> TextEncoder:
     torch.manual_seed(5)
-    return TextEncoder([TOK, TOK], [tiny_text_model(32), tiny_text_model(48, projection=True)])
+    return TextEncoder([TOK, TOK], [tiny_diffusers._text(32), tiny_diffusers._text(48, projection=True)])
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +277,35 @@ def test_settings_arrive_typed_from_the_api():
     assert settings.active
     with pytest.raises(DumpUnetError, match=r"prompt_tensor\.percentile"):
         from_mapping({"prompt_tensor.percentile": "high"})
+
+
+# --- the command line -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny_diffusers.build_folder(tmp_path_factory.mktemp("models"), "sd1")
+
+
+def test_the_command_line_writes_one_picture_per_conditioning_beside_the_image(folder, tmp_path):
+    job = ["attention", "-p", "a (red:1.2) hat AND a cat", "-n", "blurry", "--layers", "IN01", "--prompt-tensor"]
+    code = main([*job, "--model", str(folder), "--out", str(tmp_path), "--steps", "2", "--quiet"])
+    assert code == 0
+    names = sorted(p.name for p in tmp_path.glob("*-dumpunet-prompt-*.png"))
+    assert names == [
+        "00000-1-dumpunet-prompt-text-001-and2.png",
+        "00000-1-dumpunet-prompt-text-001-uncond.png",
+        "00000-1-dumpunet-prompt-text-001.png",
+    ]
+    info = Image.open(tmp_path / names[0]).info["parameters"]
+    assert info.endswith('Dump U-Net map: "prompt tensor: prompt, AND 2"')
+    page = (tmp_path / "index.html").read_text("utf-8")
+    assert 'data-tab="i0-prompt"' in page and "Prompt tensor" in page and all(n in page for n in names)
+
+
+def test_the_command_line_refuses_a_bad_percentile_before_generation(folder, tmp_path, capsys):
+    code = main(["attention", "-p", "a hat", "--prompt-tensor", "--set", "prompt_tensor.percentile=20",
+                 "--model", str(folder), "--out", str(tmp_path), "--steps", "2", "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "Colour range percentile is 20" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))

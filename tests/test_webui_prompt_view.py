@@ -161,3 +161,21 @@ def test_the_attention_tab_has_the_section(w):
     runner = w.runner(False)
     ids = {getattr(c, "elem_id", None) for c in runner.inputs if c is not None}
     assert {"dumpunet-txt2img-section-attention-prompt-tensor", "dumpunet-txt2img-attention-prompt-tensor"} <= ids
+
+
+def test_the_command_line_labels_rows_as_the_webui_does(w):
+    from fakewebui.tiny_model import clip_text_model, clip_tokenizer
+
+    from lib_dumpunet.cli.prompt_tensor import TextEncoderSource
+    from lib_dumpunet.diffusers.text import TextEncoder
+    from lib_dumpunet.webui.prompt_tensor import WebuiPromptSource
+
+    webui = WebuiPromptSource(w.txt2img(), w.sd_model)
+    cli = TextEncoderSource(TextEncoder([clip_tokenizer()], [clip_text_model(64, seed=0)]))
+    prompts = [
+        "a (red:1.3) [hat] BREAK (blue:0.8) sunglasses",
+        ", ".join(["one two three four five six"] * 15),  # two chunks, wrapped after a comma
+        " ".join(["cat"] * 80),
+    ]
+    for prompt in prompts:
+        assert [r.cells() for r in cli.token_table(prompt).rows] == [r.cells() for r in webui.token_table(prompt).rows]
