@@ -47,6 +47,7 @@ __all__ = [
     "ViewRecorder",
     "fit_latent_rgb",
     "is_view",
+    "scenes",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,30 +99,66 @@ class LatentRGB:
         return torch.einsum("nchw,cr->nrhw", x[:, : weights.shape[0]], weights) + bias[None, :, None, None]
 
 
+def scenes(count: int, size: int = 64, *, seed: int = 0) -> torch.Tensor:
+    """`count` simple pictures (count, 3, size, size) on the [-1, 1] scale: a plain background (mostly white) with
+    three discs or squares of random colours — what a VAE sees from generated pictures, to fit a map on."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.arange(size, dtype=torch.float32)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    white = torch.rand(count, generator=g) < 0.7
+    background = torch.where(white[:, None], torch.ones(count, 3), torch.rand(count, 3, generator=g) * 2 - 1)
+    out = background[:, :, None, None].expand(count, 3, size, size).clone()
+    for k in range(3):
+        colour = torch.rand(count, 3, generator=g) * 2 - 1
+        cx, cy = (torch.rand(2, count, generator=g) * size)[:, :, None, None]
+        radius = (torch.rand(count, generator=g) * 0.3 + 0.1)[:, None, None] * size
+        dx, dy = xs - cx, ys - cy
+        inside = dx**2 + dy**2 < radius**2 if k % 2 == 0 else (dx.abs() < radius) & (dy.abs() < radius)
+        out = torch.where(inside[:, None], colour[:, :, None, None], out)
+    return out
+
+
 def fit_latent_rgb(
     decode: LatentDecoder,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     *,
     channels: int = LATENT_CHANNELS,
-    samples: int = 4,
-    size: int = 8,
+    samples: int = 16,
     seed: int = 0,
-    source: str = "approx (fitted to the VAE)",
+    source: str = "approx fitted to the VAE",
 ) -> LatentRGB:
-    """The least-squares linear latent → RGB map of a VAE: random latents are decoded, each picture is averaged
-    over every latent pixel's patch, and [latent, 1] → patch colour is solved for. A handful of tiny decodes."""
+    """The least-squares linear latent → RGB map of a VAE. Latents come from encoding `scenes` (or, without an
+    encoder, from a standard normal); each is decoded, every latent pixel's patch of the picture averaged, and
+    [latent, 1] → patch colour solved for. The fit's R² on latents of other scenes is kept in `source`."""
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn(samples, channels, size, size, generator=generator)
     with torch.no_grad():
-        pictures = decode(latents).float().cpu()
-    factor = pictures.shape[-1] // size
-    patches = torch.nn.functional.avg_pool2d(pictures, factor) if factor > 1 else pictures
-    inputs = torch.cat([latents, torch.ones(samples, 1, size, size)], dim=1)
+        if encode is not None:
+            latents = encode(scenes(samples, seed=seed)).float().cpu()
+            held_out = encode(scenes(samples, seed=seed + 1)).float().cpu()
+        else:
+            latents = torch.randn(samples, channels, 8, 8, generator=generator)
+            held_out = torch.randn(samples, channels, 8, 8, generator=generator)
+        patches, held_patches = _patches(decode, latents), _patches(decode, held_out)
+    count, _, height, width = latents.shape
+    inputs = torch.cat([latents, torch.ones(count, 1, height, width)], dim=1)
     a = inputs.permute(0, 2, 3, 1).reshape(-1, channels + 1).double()
     b = patches.permute(0, 2, 3, 1).reshape(-1, 3).double()
     solution = torch.linalg.lstsq(a, b).solution.float()
     weights = tuple(tuple(float(v) for v in row) for row in solution[:channels])
     bias = tuple(float(v) for v in solution[channels])
-    return LatentRGB(weights, bias, source)  # type: ignore[arg-type]
+    fitted = LatentRGB(weights, bias, source)  # type: ignore[arg-type]
+    residual = float((fitted(held_out) - held_patches).pow(2).mean())
+    spread = float(held_patches.var())
+    r2 = 1.0 - residual / spread if spread > 0 else 1.0
+    log.debug("latent → RGB map fitted to the VAE: R² %.3f on other scenes", r2)
+    return LatentRGB(weights, bias, f"{source}, R² {r2:.2f}")  # type: ignore[arg-type]
+
+
+def _patches(decode: LatentDecoder, latents: torch.Tensor) -> torch.Tensor:
+    """The decoded pictures averaged over each latent pixel's patch: (N, 3, h, w)."""
+    pictures = decode(latents).float().cpu()
+    factor = pictures.shape[-1] // latents.shape[-1]
+    return torch.nn.functional.avg_pool2d(pictures, factor) if factor > 1 else pictures
 
 
 # --- recording -----------------------------------------------------------------------------------------------------

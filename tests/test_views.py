@@ -19,9 +19,10 @@ from lib_dumpunet.job import Job, make_plan
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.settings import from_mapping
 from lib_dumpunet.specs import parse_layers
-from lib_dumpunet.views import SD_LATENT_RGB, SDXL_LATENT_RGB, LatentRGB, ViewPainter, fit_latent_rgb
+from lib_dumpunet.views import SD_LATENT_RGB, SDXL_LATENT_RGB, LatentRGB, ViewPainter, fit_latent_rgb, scenes
 
 SIGMA_MAX = 8.0
+DEMO = Path(__file__).resolve().parents[1] / "demo" / "model"
 NAMES = ("IN00", "IN01", "M00", "OUT00", "OUT01")
 
 
@@ -257,9 +258,14 @@ def test_a_least_squares_fit_recovers_a_linear_vae():
         rgb = torch.einsum("nchw,cr->nrhw", latents, weights) + bias[None, :, None, None]
         return torch.nn.functional.interpolate(rgb, scale_factor=8, mode="nearest")
 
-    fitted = fit_latent_rgb(vae)
-    torch.testing.assert_close(torch.tensor(fitted.weights), weights, atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.tensor(fitted.bias), bias, atol=1e-5, rtol=0)
+    def encode(pictures):  # any latents do, as long as they span the four channels
+        pooled = torch.nn.functional.avg_pool2d(pictures, 8)
+        return torch.cat([pooled, pooled[:, :1] * pooled[:, 1:2]], dim=1)
+
+    for fitted in (fit_latent_rgb(vae), fit_latent_rgb(vae, encode)):
+        torch.testing.assert_close(torch.tensor(fitted.weights), weights, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor(fitted.bias), bias, atol=1e-4, rtol=0)
+        assert fitted.source.endswith("R² 1.00")
 
 
 def test_the_vae_setting_decodes_through_the_host(sd1_unet, host, tmp_path):
@@ -354,8 +360,30 @@ def test_diffusers_host_fits_its_vae_once(tiny_sd1):
     fitted = host.latent_rgb
     assert fitted is host.latent_rgb is DiffusersHost(tiny_sd1.text, tiny_sd1.vae).latent_rgb
     assert "fitted" in fitted.source and len(fitted.weights) == 4
-    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9))
+    latents = host.encode_pictures(scenes(4, seed=9))
     pooled = torch.nn.functional.avg_pool2d(host.decode_latents(latents), 8)
-    linear = fitted(latents)
-    assert float((linear - pooled).pow(2).mean()) <= float(pooled.pow(2).mean()) + 1e-6  # no worse than nothing
+    error = float((fitted(latents) - pooled).pow(2).mean())
+    assert error < float(pooled.var()), "better than the mean colour"
     assert DiffusersHost(tiny_sd1.text).latent_rgb is None
+
+
+@pytest.mark.skipif(not DEMO.joinpath("model_index.json").is_file(), reason="the demo model is not in this checkout")
+def test_on_the_demo_model_the_fitted_map_beats_the_sd_coefficients():
+    from lib_dumpunet.diffusers import Generation, load_model
+    from lib_dumpunet.diffusers.generate import denoise
+    from lib_dumpunet.diffusers.host import DiffusersHost
+
+    model = load_model(DEMO)
+    host = DiffusersHost(model.text, model.vae)
+    gen = Generation("a large red circle and a small blue square on a white background", "", seed=3, steps=8,
+                     width=64, height=64)  # fmt: skip
+    latents = denoise(model, gen, [gen.prompt] * 2, [""] * 2, [3, 4])
+    truth = torch.nn.functional.avg_pool2d(host.decode_latents(latents), 8)
+
+    def error(rgb):
+        return float((rgb(latents) - truth).pow(2).mean())
+
+    fitted = host.latent_rgb
+    assert float(fitted.source.rpartition("R² ")[2]) >= 0.7
+    assert error(fitted) < 0.5 * error(LatentRGB.for_model(sdxl=False))
+    assert 1 - error(fitted) / float(truth.var()) >= 0.7

@@ -51,8 +51,20 @@ class DiffusersHost:
         if self.vae is None:
             return None
         if self.vae not in _FITTED:
-            _FITTED[self.vae] = fit_latent_rgb(self.decode_latents, channels=int(self.vae.config.latent_channels))
+            channels = int(self.vae.config.latent_channels)
+            _FITTED[self.vae] = fit_latent_rgb(self.decode_latents, self.encode_pictures, channels=channels)
         return _FITTED[self.vae]
+
+    def encode_pictures(self, pictures: torch.Tensor) -> torch.Tensor:
+        """Pictures on the [-1, 1] scale → latents (the mean of the VAE's posterior, scaled as the U-Net sees them)."""
+        vae = self.vae
+        if vae is None:
+            msg = "this model has no VAE to encode pictures with"
+            raise ValueError(msg)
+        device = next(vae.parameters()).device
+        with torch.no_grad():
+            posterior = vae.encode(pictures.to(device, vae.dtype)).latent_dist
+            return (posterior.mean * vae.config.scaling_factor).float().cpu()
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents through the VAE, on its [-1, 1] scale."""
