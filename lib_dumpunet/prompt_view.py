@@ -525,7 +525,8 @@ def _row_labels(pen: ImageDraw.ImageDraw, g: _Geometry, tokens: int) -> None:
             y0, y1 = g.y_of(i), g.y_of(end) + ROW_PX - 1
             pen.line([(right, y0), (right, y1)], fill=_MUTED)
             middle = (y0 + y1) // 2 - 6
-            pen.text((MARGIN + 30, middle), f"padding x{end - i + 1} (rows {i}-{end})", fill=_MUTED, font=font)
+            label = f"padding x{end - i + 1} (rows {i}-{end})"
+            pen.text((right - 4 - font.getlength(label), middle), label, fill=_MUTED, font=font)
             i = end + 1
             continue
         pen.text((MARGIN, y), f"{row.position:>4}", fill=_MUTED, font=font)
