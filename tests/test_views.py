@@ -4,6 +4,7 @@ consecutive, then one uncond row per image)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 import unets
 from jobdriver import ToyHost
+from PIL import Image
 
 from lib_dumpunet.capture import Key
 from lib_dumpunet.dump import read_dump
@@ -387,3 +389,23 @@ def test_on_the_demo_model_the_fitted_map_beats_the_sd_coefficients():
     assert float(fitted.source.rpartition("R² ")[2]) >= 0.7
     assert error(fitted) < 0.5 * error(LatentRGB.for_model(sdxl=False))
     assert 1 - error(fitted) / float(truth.var()) >= 0.7
+
+
+def test_the_command_line_shows_views_as_rows_of_the_features_table(tmp_path):
+    import tiny_diffusers
+
+    from lib_dumpunet.cli import main
+
+    folder = tiny_diffusers.build_folder(tmp_path / "model", "sd1")
+    out = tmp_path / "out"
+    args = ["features", "-p", "a cat", "--layers", "cfg,IN01,latent,x0", "--map-steps", "2", "--steps", "2"]
+    assert main([*args, "--model", str(folder), "--out", str(out), "--quiet"]) == 0
+    page = (out / "index.html").read_text("utf-8")
+    rows = re.findall(r'<th class="place">(\w+)', page)
+    assert rows == ["latent", "IN01", "x0", "cfg"]
+    assert "|cond − uncond| per latent pixel" in page
+    saved = sorted(p.name for p in out.glob("*-dumpunet-unet-*.png"))
+    assert saved == [f"00000-1-dumpunet-unet-{p}-002.png" for p in ("IN01", "cfg", "latent", "x0")]
+    with Image.open(out / "00000-1-dumpunet-unet-x0-002.png") as x0, Image.open(out / "00000-1.png") as image:
+        assert x0.size == image.size
+        assert 'Dump U-Net map: "x0, step 2, predicted x0 (approx fitted to the VAE, R² ' in x0.info["parameters"]

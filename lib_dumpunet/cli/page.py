@@ -24,7 +24,8 @@ _KIND_ORDER = ("heat", "features", "qk", "vqk", "k", "self", "diff", "prompt")
 _TAB_NAMES = {**KIND_NAMES, "heat": "Word heat maps", "prompt": "Prompt tensor"}
 _ABOUT = {
     "features": "What each block outputs (rows) at each sampler step (columns), one tile per channel"
-    " — or their average, where one was asked for.",
+    " — or their average, where one was asked for. The views latent (what the U-Net is given), x0 (the clean"
+    " picture it predicts, after guidance) and cfg (how far cond and uncond predictions differ) come first and last.",
     "qk": "Where each token of the prompt is looked at: the cross-attention probability of every position for"
     " each token (columns), per head or averaged over heads.",
     "vqk": "What cross-attention adds: its output before the output projection, one tile per channel.",
@@ -103,6 +104,14 @@ def _cell(items: list[Saved]) -> str:
     return f'<a href="{_e(target.file)}" title="{_e(target.label)}">{_img(shown)}</a>{extra}'
 
 
+# Row notes of the latent views (blocks get theirs from the model's layout).
+_VIEW_NOTES = {
+    "latent": "U-Net input latent → RGB",
+    "x0": "predicted x0 → RGB",
+    "cfg": "|cond − uncond| per latent pixel",
+}
+
+
 def _row_label(place: str, sub: int, branch: str, note: str | None) -> str:
     extra = [f"AND {sub + 1}"] if sub else []
     extra += [branch] if branch != "cond" else []
@@ -124,7 +133,7 @@ def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> st
         tds = "".join(
             f'<td data-step="{p}-{st}">{_cell(cells[(p, st)]) if (p, st) in cells else ""}</td>' for p, st in steps
         )
-        note = notes.get(place) if kind in ("features", "diff") else None
+        note = notes.get(place, _VIEW_NOTES.get(place)) if kind in ("features", "diff") else None
         body.append(f'<tr><th class="place">{_row_label(place, sub, branch, note)}</th>{tds}</tr>')
     # wide maps (token columns) are unreadable side by side: such a tab opens on its last step
     wide = max(s.map.image.size[0] / s.map.image.size[1] for s in maps) > 3
