@@ -221,35 +221,36 @@ def _place(blocks: tuple[str, ...]) -> str:
     return blocks[0] + (f"+{len(blocks) - 1}" if len(blocks) > 1 else "")
 
 
-def _spans(schedule: Sequence[Encoding], total: int | None) -> list[tuple[int, int | None]]:
+def _spans(schedule: Sequence[Encoding], total: int | None, calls_per_step: int = 1) -> list[tuple[int, int | None]]:
     """(first, last) sampler step, from 1, of each schedule entry (last None: to the end of sampling).
 
-    An entry is used while the denoiser's 0-based step count is at most its `end_at_step`."""
+    An entry is used while the denoiser's 0-based count of model calls is at most its `end_at_step`; a second-order
+    sampler makes `calls_per_step` calls a step, so a step may see the end of one entry and the start of the next."""
     spans: list[tuple[int, int | None]] = []
     start = 1
     for entry in schedule:
-        last: int | None = entry.end_at_step + 1
+        last: int | None = entry.end_at_step // calls_per_step + 1
         if total is not None:
             last = min(last, total)
         elif entry is schedule[-1]:
             last = None
         spans.append((start, last))
-        start = entry.end_at_step + 2
+        start = (entry.end_at_step + 1) // calls_per_step + 1
     return spans
 
 
 def collect(
-    job: Any, source: PromptSource, settings: PromptViewSettings, *, steps: int | None = None
+    job: Any, source: PromptSource, settings: PromptViewSettings, *, steps: int | None = None, calls_per_step: int = 1
 ) -> list[PromptTensor]:
-    """Every distinct conditioning of a finished `Job`, encoded through `source`; `steps` (the schedule's step count)
-    completes the steps of prompt-editing entries."""
+    """Every distinct conditioning of a finished `Job`, encoded through `source`. `steps` (the job's sampler steps)
+    and `calls_per_step` (model calls a step: 2 for second-order samplers) turn prompt-editing entries into steps."""
     out: list[PromptTensor] = []
     parts = tuple(source.parts)
     for use in _uses(job, settings.negative):
         schedule = list(source.encode(use.text, negative=use.branch == "uncond"))
         if not schedule:
             continue
-        spans = _spans(schedule, steps)
+        spans = _spans(schedule, steps, max(1, calls_per_step))
         tables: dict[str, TokenTable | None] = {}
         for entry, (first, last) in zip(schedule, spans, strict=True):
             text = use.text if entry.text is None else entry.text

@@ -154,6 +154,13 @@ def test_prompt_editing_gives_one_picture_per_schedule_entry_labelled_with_its_s
     assert [m.file_suffix for m in maps] == ["-dumpunet-prompt-text-001", "-dumpunet-prompt-text-006"]
 
 
+def test_a_second_order_samplers_calls_are_counted_as_steps(layout, text):
+    job = job_of(layout, text, ["a [red:blue:0.5] hat"], [""])
+    source = _EditingSource(text)  # entries end at model calls 4 and 10: 5 steps of 2 calls
+    tensors = collect(job, source, PromptViewSettings(enabled=True, negative=False), steps=5, calls_per_step=2)
+    assert [t.steps for t in tensors] == ["steps 1-3 of 5", "steps 3-5 of 5"]  # step 3's calls 4 and 5 see both
+
+
 # --- rows and their labels ----------------------------------------------------------------------------------------
 
 

@@ -106,6 +106,12 @@ def test_pictures_follow_the_image_that_used_them_and_the_image_is_unchanged(w):
     assert [r.weight for r in table.rows[1:4]] == [1.0, pytest.approx(1.2), 1.0]
 
 
+def test_prompt_editing_under_a_second_order_sampler_is_labelled_in_sampler_steps(w):
+    p = w.txt2img(section_args(w, tensor_view()), prompt="a [red:blue:0.5] hat", sampler_name="Heun", steps=4)
+    labels = map_labels(w, w.run(p))
+    assert labels[1:3] == ["prompt tensor: prompt, steps 1-3 of 4", "prompt tensor: prompt, steps 3-4 of 4"]
+
+
 def test_per_block_texts_get_pictures_naming_their_blocks(w):
     settings = tensor_view(**{"layer_prompt.enabled": True})
     prompt = "a (~: IN00-IN02: red ; OUT00: blue :~) circle"

@@ -96,7 +96,9 @@ class WebuiPromptSource:
 
 def prompt_maps(job: Any, p: Any, settings: PromptViewSettings, model: Any) -> dict[int, list[MapImage]]:
     """The job's prompt tensors, drawn, by the index of the image each is shown after."""
-    tensors = collect(job, WebuiPromptSource(p, model), settings, steps=schedule_steps(p))
+    steps = int(p.steps)
+    per_step = max(1, schedule_steps(p) // steps)
+    tensors = collect(job, WebuiPromptSource(p, model), settings, steps=steps, calls_per_step=per_step)
     out: dict[int, list[MapImage]] = {}
     for m in render(tensors, settings):
         out.setdefault(m.key.image, []).append(m)
