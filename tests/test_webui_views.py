@@ -135,3 +135,11 @@ def test_infotext_carries_the_setting(w):
     params = w.infotext_utils.parse_generation_parameters(processed.infotexts[processed.index_of_first_image])
     assert "features.layers: latent" in params["Dump U-Net"]
     assert "features.latent_decoder: vae" in params["Dump U-Net"]
+
+
+def test_the_layers_axis_takes_views(w):
+    processed = w.xyz_plot(w.txt2img(seed=5), "Dump U-Net: layers", "latent, cfg", include_lone_images=True)
+    cells = processed.images[processed.index_of_first_image :]
+    assert [c.size for c in cells] == [(64, 64), (64, 64)]
+    assert 'Dump U-Net map: "latent, step 1, U-Net input latent (approx)"' in processed.infotexts[-2]
+    assert 'Dump U-Net map: "cfg, step 1, guidance |cond − uncond| mean ' in processed.infotexts[-1]

@@ -37,6 +37,7 @@ from lib_dumpunet.layer_prompt import parse_layer_prompt
 from lib_dumpunet.paths import resolve_folder
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.settings import JobSettings
+from lib_dumpunet.views import is_view
 from lib_dumpunet.webui import heatmap_tab, infotext, outputs, prompt_tensor
 from lib_dumpunet.webui.host import WebuiHost, denoiser_call, first_cond_rows, predicted_x0, unet_of
 from lib_dumpunet.webui.info import layout_of
@@ -362,8 +363,9 @@ class Engine:
         if output.save_images and not getattr(p, "do_not_save_samples", False):
             outputs.save_maps(p, outputs.for_saving(run.maps), run.files, run.owners, run.save_folder)
         outputs.insert_maps(processed, outputs.for_gallery(run.maps, output.display_min), positions, extras)
-        if getattr(p, CELL, None) == "map":
-            outputs.map_first(processed, run.maps.get(0, ()))
+        if getattr(p, CELL, None) == "map":  # a view is its own summary picture, like a block's averaged map
+            cell = [dataclasses.replace(m, averaged=True) if is_view(m.key.place) else m for m in run.maps.get(0, ())]
+            outputs.map_first(processed, cell)
         elif getattr(p, CELL, None) == HEAT_CELL:
             heat = [dataclasses.replace(m, averaged=True) for m in run.maps.get(0, ()) if m.key.kind == "heat"]
             outputs.map_first(processed, heat[:1])
