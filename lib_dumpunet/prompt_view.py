@@ -95,8 +95,9 @@ class PromptViewSettings:
     negative: bool = True  # also the negative prompt (and its per-block texts)
 
     def check(self) -> None:
-        """Raise DumpUnetError for a setting no picture can be drawn with (called before generation)."""
-        if not MIN_PERCENTILE <= self.percentile <= 100:
+        """Raise DumpUnetError for a setting no picture can be drawn with (called before generation; a view that is
+        switched off is never drawn, so its settings are not checked)."""
+        if self.enabled and not MIN_PERCENTILE <= self.percentile <= 100:
             msg = (
                 f"{PERCENTILE_FIELD} is {self.percentile:g}; give a percentile from {MIN_PERCENTILE:g} to 100 "
                 "(99 clips the 1 % largest values, 100 uses the largest value)"

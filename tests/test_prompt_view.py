@@ -276,6 +276,7 @@ def test_one_scale_for_the_whole_job_at_the_stated_percentile():
 def test_a_percentile_out_of_range_is_refused_with_the_fields_name(percentile):
     with pytest.raises(DumpUnetError, match="Prompt tensor › Colour range percentile"):
         PromptViewSettings(enabled=True, percentile=percentile).check()
+    PromptViewSettings(enabled=False, percentile=percentile).check()  # switched off: never drawn, never refused
 
 
 def test_settings_arrive_typed_from_the_api():
