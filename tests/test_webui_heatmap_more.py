@@ -15,6 +15,7 @@ from PIL import Image
 from webuihelp import hooks_on, map_labels, section_args, session
 
 from lib_dumpunet.errors import SpecError
+from lib_dumpunet.heatmap import HeatmapSettings
 from lib_dumpunet.layout import UNetLayout
 from lib_dumpunet.tokens import TokenTable, pick_items
 from lib_dumpunet.webui.tokens import _vocabulary
@@ -240,6 +241,7 @@ def test_sdxl_words_sit_in_the_same_columns_for_both_text_encoders(sdxl):
 def test_sdxl_maps_over_its_images_from_every_cross_attention_layer(sdxl):
     layout = UNetLayout(sdxl.unet)
     cross = layout.attentions(layout.names, "attn2")
+    assert len(cross) == 70 and len(HeatmapSettings().plan(layout).layers) == 70, "SDXL's layout: depth 2 and 10"
     context = sdxl.sd_model.get_learned_conditioning(["a cat"])["crossattn"]
     widths = [e.wrapped.transformer.config.hidden_size for e in sdxl.sd_model.conditioner.embedders[:2]]
     assert context.shape[-1] == sum(widths), "both encoders' features side by side, as SDXL's 768 + 1280"
