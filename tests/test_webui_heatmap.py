@@ -152,3 +152,13 @@ def test_old_infotexts_still_paste(w):
     values = _paste(w, before_heat_maps)
     assert values["features.layers"] == "IN00"
     assert _heat_values(values) == {f.path: f.default for f in FIELDS if f.path.startswith("heatmap.")}
+
+
+def test_the_xyz_word_axis_quotes_only_words_that_would_read_as_columns(w):
+    processed = w.xyz_plot(w.txt2img(prompt="a cat with 5 hats", seed=5), "Dump U-Net: heat map word", "cat, 5",
+                           include_lone_images=True)  # fmt: skip
+    cat, five = (w.infotext_utils.parse_generation_parameters(t) for t in processed.infotexts[-2:])
+    assert infotext.restored(cat)["heatmap.words"] == "cat"
+    assert "heatmap.words: cat" in cat[infotext.INFOTEXT_KEY]
+    assert infotext.restored(five)["heatmap.words"] == '"5"', "the word 5, not column 5"
+    assert 'Dump U-Net map: "heat map: 5"' in processed.infotexts[-1]

@@ -104,7 +104,9 @@ def apply_steps(p: Any, x: int, _xs: list) -> None:
 
 
 def apply_heat_word(p: Any, x: str, _xs: list) -> None:
-    word = '"' + x.strip().replace('"', '""') + '"'  # one word per cell, even one that reads as a column number
+    word = x.strip()
+    if not word or word[0].isdigit() or word[0] in '-"' or "," in word:  # one word per cell, never a column
+        word = '"' + word.replace('"', '""') + '"'
     _override(p, **{"heatmap.enabled": True, "heatmap.words": word})
     setattr(p, CELL, HEAT_CELL)
 
