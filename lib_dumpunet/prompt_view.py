@@ -176,6 +176,7 @@ class _Use:
 def _uses(job: Any, negative: bool) -> list[_Use]:
     """The distinct texts a job's U-Net was conditioned on, in the order of the images that first used them."""
     found: dict[tuple, _Use] = {}
+    order = {name: i for i, name in enumerate(job.layout.names)}
     for image in sorted(job.images):
         meta = job.images[image]
         for sub, text in enumerate(meta.cond_texts):
@@ -184,7 +185,6 @@ def _uses(job: Any, negative: bool) -> list[_Use]:
             found.setdefault(("uncond", (), meta.negative), _Use(image, "uncond", 0, meta.negative))
     switch = getattr(job, "switch", None)
     if switch is not None:
-        order = {name: i for i, name in enumerate(job.layout.names)}
         receivers: dict[tuple[str, str], set[str]] = {}
         first: dict[tuple[str, str], tuple[int, int]] = {}
         for row, blocks in switch.texts.items():
@@ -198,7 +198,6 @@ def _uses(job: Any, negative: bool) -> list[_Use]:
             ordered = tuple(sorted(blocks, key=lambda b: order.get(b, len(order))))
             image, sub = first[(branch, text)]
             found.setdefault((branch, ordered, text), _Use(image, branch, sub, text, ordered))
-    order = {name: i for i, name in enumerate(getattr(job.layout, "names", ()))}
 
     def place(u: _Use) -> tuple:  # per image: whole texts first, then per-block texts in U-Net order
         return (u.image, bool(u.blocks), u.branch != "cond", u.sub, order.get(u.blocks[0], 0) if u.blocks else 0)
@@ -317,6 +316,7 @@ def _chunk_notes(rows: Sequence[TokenRow], text: str) -> tuple[str, ...]:
 
 def shared_limit(tensors: Iterable[PromptTensor], percentile: float) -> float:
     """The value where colours reach their ends: `percentile` of |value| over every context (and pooled vector)."""
+    tensors = list(tensors)
     values = [t.context.abs().reshape(-1) for t in tensors]
     values += [t.pooled.abs() for t in tensors if t.pooled is not None]
     if not values:
