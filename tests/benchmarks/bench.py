@@ -65,6 +65,8 @@ SELF_64 = {
     "attention.query_points": "4x4",
 }
 LAYER_PROMPTS = {"layer_prompt.enabled": True}
+LATENT_VIEWS = {"features.enabled": True, "features.layers": "latent, x0"}
+ALL_VIEWS = {"features.enabled": True, "features.layers": "latent, x0, cfg"}
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
@@ -224,12 +226,14 @@ class Bench:
     layout: UNetLayout
     dump_base: Path
 
-    def plain(self, *, size: int = SMALL, steps: int = STEPS, batches: int = 1, prompt: str = PROMPT) -> Run:
+    def plain(
+        self, *, size: int = SMALL, steps: int = STEPS, batches: int = 1, prompt: str = PROMPT, sampler=sample
+    ) -> Run:
         """Nothing attached: the host samples on its own."""
         host = ToyHost(CONTEXT_DIM)
         with Peak() as p:
             for b in range(batches):
-                sample(self.unet, None, host, [prompt], [""], steps=steps, size=size, first_image=b)
+                sampler(self.unet, None, host, [prompt], [""], steps=steps, size=size, first_image=b)
             sampled = time.perf_counter() - p.t0
         return Run(p.seconds, sampled, p.rss, p.allocated, {"encoded": sum(host.encoded.values())})
 
@@ -242,6 +246,7 @@ class Bench:
         batches: int = 1,
         prompt: str = PROMPT,
         take_maps: bool = True,
+        sampler=sample,
     ) -> Run:
         """A whole Dump U-Net job: plan, attach, sample every batch, then render every image's maps."""
         host = ToyHost(CONTEXT_DIM)
@@ -251,7 +256,7 @@ class Bench:
             )
             with Job(plan, self.layout, host) as job:
                 for b in range(batches):
-                    sample(self.unet, job, host, [prompt], [""], steps=steps, size=size, first_image=b)
+                    sampler(self.unet, job, host, [prompt], [""], steps=steps, size=size, first_image=b)
                 sampled = time.perf_counter() - p.t0
                 captured = job.capture.nbytes
                 maps = [m for image in range(batches) for m in job.take_maps(image)] if take_maps else []
@@ -259,6 +264,68 @@ class Bench:
         info["in_hooks"] = clock.seconds / sampled  # share of sampling spent inside Dump U-Net's hooks
         info["maps"] = len(maps)
         return Run(p.seconds, sampled, p.rss, p.allocated, info)
+
+
+_VIEW_WORK = {"seconds": 0.0}  # time `guided_sample` spent handing the job its views (reset per run)
+
+
+def guided_sample(unet, job, host, prompts, negatives, *, steps: int = STEPS, size: int = SMALL, first_image: int = 0):
+    """The loop of `jobdriver.sample` (one U-Net call per step, CFG 7), also handing the job what a host with latent
+    views hands it after the call: every row's prediction and the guided one. Used on both sides of row j."""
+    if job is not None:
+        prompts, negatives = job.begin_batch(first_image, prompts, negatives, seeds=list(range(len(prompts))))
+    context = torch.stack([host.encode_now(t) for t in [*prompts, *negatives]])
+    x = torch.randn(len(prompts), 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    for step in range(1, steps + 1):
+        if job is not None:
+            job.denoiser_call(pass_index=0, step=step, schedule_step=step - 1, cond_counts=[1] * len(prompts))
+        x_in = torch.cat([x, x])
+        t = torch.full((x_in.shape[0],), 1000.0 * (1 - step / (steps + 1)))
+        out = unet(x_in, t, context=context)
+        cond, uncond = out.chunk(2)
+        guided = uncond + 7.0 * (cond - uncond)
+        if job is not None:
+            handed = time.perf_counter()
+            if job.wants_view("cfg"):
+                job.denoised(out)
+            if job.wants_view("x0"):
+                job.guided(guided)
+            _VIEW_WORK["seconds"] += time.perf_counter() - handed
+        x = x - 0.2 * guided
+    return x
+
+
+def measure_views(bench: Bench, reps: int) -> dict[str, list[Run]]:
+    """Row j: latent views (latent + x0, and with cfg) at every step vs nothing attached, on one sampling loop."""
+
+    def views(settings: dict) -> Run:
+        _VIEW_WORK["seconds"] = 0.0
+        run = bench.job(settings, sampler=guided_sample)
+        run.info["in_hooks"] += _VIEW_WORK["seconds"] / run.sampled  # the host's side of the views counts too
+        return run
+
+    variants: dict[str, Callable[[], Run]] = {
+        "plain": lambda: bench.plain(sampler=guided_sample),
+        "latent+x0": lambda: views(LATENT_VIEWS),
+        "latent+x0+cfg": lambda: views(ALL_VIEWS),
+    }
+    for run in variants.values():
+        run()  # warm-up
+    return interleave(variants, reps, "views")
+
+
+def view_rows(views: dict[str, list[Run]], threads: int) -> list[list[str]]:
+    model = f"{MODEL}, {threads} thread{'s' if threads > 1 else ''})"
+    small = f"{model} · 32² latent (256×256) · {STEPS} steps · 1 image, CFG (2 rows)"
+    plain, lx, all_views = views["plain"], views["latent+x0"], views["latent+x0+cfg"]
+    return [
+        _time_row("j", "time: latent views — the U-Net's input latent and the guided x0 at every step — vs nothing "
+                  "attached; 'in hooks' includes the host handing over x0", small, plain, lx, sampled=True,
+                  target=1.05),
+        _time_row("j+", f"time: the same + the cfg map at every step, and drawing all {all_views[0].info['maps']} "
+                  "pictures (cheap latent → RGB, nearest ×8) — the whole job", small, plain, all_views, sampled=False,
+                  target=None),
+    ]  # fmt: skip
 
 
 def warm_up(bench: Bench) -> None:
@@ -648,7 +715,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random U-Net weights")
     parser.add_argument(
-        "--only", choices=["delivery"], help="only rows h and i (delivering maps: PNG encoding, the API's answer)"
+        "--only",
+        choices=["delivery", "views"],
+        help="only rows h and i (delivering maps: PNG encoding, the API's answer), or only row j (latent views)",
     )
     args = parser.parse_args(argv)
     reps, memory_reps = max(3, args.reps), max(3, args.memory_reps)
@@ -670,14 +739,20 @@ def main(argv: list[str] | None = None) -> None:
             print(markdown(delivery_rows(encoding, api, args.threads)))
             print(f"\nMedians of {reps} interleaved repetitions. Total {time.perf_counter() - started:.0f} s.")
             return
+        if args.only == "views":
+            print(markdown(view_rows(measure_views(bench, reps), args.threads)))
+            print(f"\nMedians of {reps} interleaved repetitions. Total {time.perf_counter() - started:.0f} s.")
+            return
         colour = measure_render(max(reps, 5))
         warm_up(bench)
         _log(f"warmed up at {time.perf_counter() - started:.0f} s")
         gen = measure_generation(bench, reps)
         encoding, api = measure_encoding(bench, reps), measure_delivery(bench, reps)
+        views = measure_views(bench, reps)
         MALLOC.memory()
         mem = measure_memory(bench, memory_reps)
-    print(markdown(table(gen, mem, colour, args.threads) + delivery_rows(encoding, api, args.threads)))
+    rows = table(gen, mem, colour, args.threads) + delivery_rows(encoding, api, args.threads)
+    print(markdown(rows + view_rows(views, args.threads)))
     print(
         f"\nTimes: medians of {reps} interleaved repetitions (ratios: median of the per-repetition ratios, with their "
         f"range). Memory: medians of {memory_reps}. Total {time.perf_counter() - started:.0f} s; torch "
