@@ -8,7 +8,10 @@ encodes), hears about denoiser calls, and after each batch renders and dumps its
 captured memory image by image. Difference maps compare the features of two jobs: one run without the per-block
 prompts (`role="baseline"`) and one with them.
 
-The host — the webui, or a test double — supplies what only it can do through the small `Host` protocol.
+The host — the webui, or a test double — supplies what only it can do through the small `Host` protocol. Where
+the U-Net features name the latent views (`latent`, `x0`, `cfg`; see `views`), the host also hands the job, after
+each denoiser call's U-Net evaluations, every row's predicted clean latent (`denoised`) and the guided one
+(`guided`); it may offer `latent_rgb` (a `views.LatentRGB` for its model) and `decode_latents` (its VAE).
 """
 
 from __future__ import annotations
