@@ -409,3 +409,14 @@ def test_the_command_line_shows_views_as_rows_of_the_features_table(tmp_path):
     with Image.open(out / "00000-1-dumpunet-unet-x0-002.png") as x0, Image.open(out / "00000-1.png") as image:
         assert x0.size == image.size
         assert 'Dump U-Net map: "x0, step 2, predicted x0 (approx fitted to the VAE, R² ' in x0.info["parameters"]
+
+
+def test_the_info_panel_describes_views_among_blocks(sd1_unet, tmp_path):
+    from lib_dumpunet.webui.info import tab_info
+
+    values = {"features.enabled": True, "features.layers": "x0, IN00, latent"}
+    text = tab_info("features", values, 64, 64, unet=sd1_unet, dump_base=tmp_path, shared=False)
+    lines = text.split("\n")
+    assert lines[1].startswith("latent") and "input latent" in lines[1]
+    assert lines[2].startswith("IN00")
+    assert lines[3].startswith("x0") and "clean latent" in lines[3]
