@@ -112,6 +112,25 @@ def test_img2img_step_spec_counts_the_steps_that_ran(sd1, tmp_path):
     assert "Dump U-Net: Word heat maps steps [4] were never reached." in processed.comments
 
 
+# --- hires fix with its own prompt -----------------------------------------------------------------------------------
+
+
+def test_a_hires_prompt_of_its_own_is_where_the_words_are_looked_up(sd1):
+    """The maps come from the hires pass, which encodes the Hires prompt: its words, in its columns."""
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "steps": 2, "hr_second_pass_steps": 2}
+    fields = {"prompt": "a cat in a hat", "hr_prompt": "a dog on a big hat", "seed": 4, **hires}
+    processed = sd1.run(sd1.txt2img(section_args(sd1, heat("cat, hat")), **fields))
+    assert map_labels(sd1, processed) == [None, "heat map: hat", "heat maps: cat, hat (cat: not in this prompt)"]
+    dog = sd1.run(sd1.txt2img(section_args(sd1, heat("dog")), **fields))
+    assert map_labels(sd1, dog) == [None, "heat map: dog"], "a word of the Hires prompt only is not refused"
+    columns = {c: rgb(gallery(sd1.run(sd1.txt2img(section_args(sd1, heat(c)), **fields)))[1]) for c in "56"}
+    hat = rgb(gallery(processed)[1])
+    assert np.array_equal(hat, columns["6"]), "hat is column 6 of the hires prompt ('a dog on a big hat')"
+    assert not np.array_equal(hat, columns["5"]), "not column 5, where the first prompt has it"
+    with pytest.raises(SpecError, match="no word 'fish'"):
+        sd1.run(sd1.txt2img(section_args(sd1, heat("fish")), **fields))
+
+
 # --- batch size 2 × batch count 2 ------------------------------------------------------------------------------------
 
 PROMPTS = ["a cat in a red hat", "a cat on a mat", "a hat on a cat", "a black cat in a hat"]

@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.heatmap import (
     NEGATIVE_FIELD,
     NOT_IN_PROMPT,
@@ -29,9 +30,12 @@ from lib_dumpunet.heatmap import (
     word_heats,
 )
 from lib_dumpunet.job import Job
+from lib_dumpunet.layer_prompt import parse_layer_prompt
 from lib_dumpunet.overlay import COLORMAPS, MODES
 from lib_dumpunet.render import MapImage
 from lib_dumpunet.vxa import HEAD_MODES
+from lib_dumpunet.webui.host import unet_of
+from lib_dumpunet.webui.info import layout_of
 from lib_dumpunet.webui.tokens import token_table
 
 __all__ = ["check_words", "heatmap_tab", "word_pictures"]
@@ -166,12 +170,44 @@ def check_words(p: Any, settings: HeatmapSettings, split_and, model: Any) -> Non
     refused there: a cell whose prompt lacks a word gets the note."""
     if _in_xyz_plot(p):
         return
-    prompts = list(dict.fromkeys(p.all_prompts))
+    positives, negatives = list(p.all_prompts), list(p.all_negative_prompts)
+    hires = _hires_prompts(p)
+    if hires is not None:  # the maps come from the hires pass, which encodes these
+        unet = unet_of(model)
+        names = layout_of(unet).names if unet is not None else ()
+        positives += _erased(hires[0], names)
+        negatives += _erased(hires[1], names)
     if settings.words.strip():
-        require_words(settings.words, [[token_table(t, model) for t in split_and(x)] for x in prompts])
+        tables = [[token_table(t, model) for t in split_and(x)] for x in dict.fromkeys(positives)]
+        require_words(settings.words, tables)
     if settings.negative_words.strip():
-        negatives = [[token_table(t, model)] for t in dict.fromkeys(p.all_negative_prompts)]
-        require_words(settings.negative_words, negatives, field=NEGATIVE_FIELD)
+        tables = [[token_table(t, model)] for t in dict.fromkeys(negatives)]
+        require_words(settings.negative_words, tables, field=NEGATIVE_FIELD)
+
+
+def _hires_prompts(p: Any) -> tuple[list[str], list[str]] | None:
+    """The hires pass's own prompts and negative prompts, when hires fix is on and they differ from the first
+    pass's (the Hires prompt fields); None when the hires pass encodes the same prompts (or there is none)."""
+    if not getattr(p, "enable_hr", False):
+        return None
+    prompts, negatives = getattr(p, "all_hr_prompts", None), getattr(p, "all_hr_negative_prompts", None)
+    if not prompts or not negatives:
+        return None
+    if list(prompts) == list(p.all_prompts) and list(negatives) == list(p.all_negative_prompts):
+        return None
+    return list(prompts), list(negatives)
+
+
+def _erased(texts: list[str], names: tuple[str, ...]) -> list[str]:
+    """Texts without their per-block constructs, as the webui encodes them (the layer prompt tab erases them); a text
+    that cannot be read as such is left as it is (the Layer Prompt tab reports it)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_layer_prompt(text, names).erase())
+        except DumpUnetError:
+            out.append(text)
+    return out
 
 
 def _in_xyz_plot(p: Any) -> bool:
@@ -191,7 +227,12 @@ def word_pictures(job: Job, image: int, picture: Image.Image, settings: HeatmapS
     meta = job.images.get(image)
     if not captured or meta is None:
         return []
-    heats = word_heats(captured, image, _words(settings, meta.cond_texts, meta.negative, model))
+    cond_texts, negative = meta.cond_texts, meta.negative
+    hires = _hires_prompts(getattr(job.host, "p", None))
+    if hires is not None and any(k.pass_index > 0 for k in captured) and image < len(hires[0]):
+        prompt, negative = _erased([hires[0][image], hires[1][image]], job.layout.names)
+        cond_texts = job.host.split_and(prompt)  # the final pass's prompt
+    heats = word_heats(captured, image, _words(settings, cond_texts, negative, model))
     missing = [h.label for h in heats if not h.found]
     if missing:
         log.warning(
