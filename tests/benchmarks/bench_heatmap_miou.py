@@ -15,7 +15,7 @@ and a centred Gaussian (σ = a quarter of the side, so the disc above 0.4 has a 
 
 Two disjoint sets of scenes, none of them trained on (training drew from world seeds 1234–1236, the model card's
 evaluation from 2024): "tune" (seed 4041) for `--study`, which compares the choices that could matter — layers,
-steps, heads, the final upsampling, a per-pixel share over the caption's words — and "final" (seed 5051), which
+steps, heads, the final upsampling, a per-cell share over the scored words — and "final" (seed 5051), which
 gives the reported figure: with the settings' defaults, and with the one choice the study made on the tune set.
 Each set holds the same number of scenes from the world's "train" split (only colour × shape pairs seen in
 training) and its "held_out" split (every scene has a pair never seen). Not a test: it prints Markdown tables.
@@ -114,7 +114,8 @@ def bicubic(raws: dict[str, torch.Tensor], word: str, side: int) -> np.ndarray:
 
 
 def share(raws: dict[str, torch.Tensor], word: str, side: int) -> np.ndarray:
-    """Per latent cell, the word's share of all the caption words' attention (DAAM's `normalize`), then as shown."""
+    """Per latent cell, the word's share of the attention of all the words scored in its caption (its colour and
+    shape words; as DAAM's `normalize` over a prompt's words), then as shown."""
     total = torch.stack(list(raws.values())).sum(dim=0).clamp(min=1e-12)
     return product({word: raws[word] / total}, word, side)
 
@@ -150,7 +151,7 @@ def study_variants(steps: int) -> list[Variant]:
     out = [DEFAULT, *(Variant(name, s) for name, s in record.items())]
     out += [Variant(TUNED.name, TUNED.settings)]
     out += [Variant("default, bicubic final upsampling", {}, bicubic)]
-    out += [Variant("default, share over the caption's words", {}, share)]
+    out += [Variant("default, each cell's share over the scored words", {}, share)]
     return out
 
 
