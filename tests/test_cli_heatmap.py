@@ -122,3 +122,12 @@ def test_the_demo_model_maps_every_word_of_the_default_prompt(tmp_path):
         f"00000-1-dumpunet-heat-{w}-004.png" for w in words
     }
     assert Image.open(tmp_path / "00000-1-dumpunet-heat-circle-004.png").size == (64, 64)
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_other_families_map_their_words(tmp_path_factory, family):
+    model_folder = tiny_diffusers.build_folder(tmp_path_factory.mktemp("models"), family)
+    out = tmp_path_factory.mktemp("out")
+    assert _run(model_folder, out, "-p", "a red circle AND a blue circle", "--words", "circle", "--width", "96") == 0
+    assert _pngs(out) == ["00000-1-dumpunet-heat-circle-002.png", "00000-1.png"]
+    assert Image.open(out / "00000-1-dumpunet-heat-circle-002.png").size == Image.open(out / "00000-1.png").size

@@ -1,7 +1,7 @@
 """Word heat-map quality on the demo model: mIoU of thresholded word maps against the shapes in the generated images.
 
-    python tests/benchmarks/bench_heatmap_miou.py [--scenes 50] [--set final|tune]     the figure (about 5 min)
-    python tests/benchmarks/bench_heatmap_miou.py --study [--scenes 25]                 the choices (about 20 min)
+    python tests/benchmarks/bench_heatmap_miou.py [--scenes 50] [--set final|tune]   the figure (~18 min, busy CPU)
+    python tests/benchmarks/bench_heatmap_miou.py --study [--scenes 25]               the choices (~30 min)
 
 DAAM's protocol on the shapes world (`lib_dumpunet.world`): each scene's caption is generated on the demo model
 (`demo/model`, 30 steps of its DDIM scheduler, guidance 3, as its model card's figures, seed = scene index) with word
