@@ -239,6 +239,11 @@ class Tally:
     def mean(self) -> float:
         return statistics.mean(self.ious) if self.ious else float("nan")
 
+    @property
+    def spread(self) -> float:
+        """Half the width of the mean's 95 % confidence interval (1.96 σ/√n)."""
+        return 1.96 * statistics.stdev(self.ious) / len(self.ious) ** 0.5 if len(self.ious) > 1 else float("nan")
+
 
 def score_set(generated: Sequence[Generated], variants: Sequence[Variant], side: int) -> dict:
     """Tallies keyed by (variant name or baseline, split, kind)."""
@@ -290,11 +295,13 @@ def print_final(result: dict, scenes: int, seconds: float) -> None:
                                                                                   "centre"))  # fmt: skip
             kind = "shape + colour" if len(kinds) == 2 else kinds[0]
             met = " / ".join("met" if t.mean >= TARGET else "not met" for t in (ours, tuned))
-            print(f"| {label} | {kind} | {len(ours.ious)} | {ours.left_out} | **{ours.mean:.3f}** | {tuned.mean:.3f} | "
-                  f"{uni.mean:.3f} | {cen.mean:.3f} | {met} |")  # fmt: skip
+            cells = [label, kind, str(len(ours.ious)), str(ours.left_out), f"**{ours.mean:.3f}** ± {ours.spread:.3f}",
+                     f"{tuned.mean:.3f} ± {tuned.spread:.3f}", f"{uni.mean:.3f}", f"{cen.mean:.3f}", met]  # fmt: skip
+            print("| " + " | ".join(cells) + " |")
     print(f"\nDefaults: every attn2 layer, every step, heads mean (HeatmapSettings()). Tuned: {TUNED.name}, chosen "
           f"on the 'tune' set. {result['images_left_out']} of {2 * scenes} images had a word whose object the "
-          f"analyser did not find (those words are left out). {seconds:.0f} s.")  # fmt: skip
+          f"analyser did not find (those words are left out). ± is half the 95 % confidence interval of the mean "
+          f"(1.96 σ/√n). {seconds:.0f} s.")  # fmt: skip
 
 
 def print_study(result: dict, variants: Sequence[Variant], scenes: int, seconds: float) -> None:
