@@ -75,13 +75,12 @@ def section(args: argparse.Namespace) -> dict[str, Any]:
 def heat_words(model: Any, prompt: str, negative: str, settings: HeatmapSettings) -> list[WordColumns]:
     """The words to map, found in the token tables of `prompt`'s AND sub-prompts and of `negative` (a
     `DumpUnetError` with the inspector's caret line when one names nothing)."""
-    from lib_dumpunet.cli.vxa import DiffusersVxaHost  # its token tables are the chunks the encoder conditions on
     from lib_dumpunet.diffusers.text import split_and
 
-    host = DiffusersVxaHost(model)
-    words = find_words(settings.words, [host.tokens(text) for text, _ in split_and(prompt)])
+    # the token tables of the very chunks the encoder conditions on (emphasis, BREAK, chunks past 75 tokens)
+    words = find_words(settings.words, [model.text.table(text) for text, _ in split_and(prompt)])
     if settings.negative_words.strip():
-        table = host.tokens(negative)
+        table = model.text.table(negative)
         words += find_words(settings.negative_words, [table], branch="uncond", field=NEGATIVE_FIELD)
     return words
 
