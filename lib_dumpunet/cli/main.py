@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo, demo=True)
     features = commands.add_parser("features", help="U-Net features: block outputs as channel grids")
     _common(features)
-    _tab(features, layers_help="blocks, e.g. IN04,M00,OUT00-OUT03 (default: every block)")
+    _tab(features, layers_help="blocks (IN04,M00,OUT00-OUT03) and the views latent, x0, cfg (default: every block)")
     attention = commands.add_parser("attention", help="cross-attention K, Q*K, V*Q*K and self-attention maps")
     _common(attention)
     _tab(attention, layers_help="blocks whose attention to draw (default: every block with attention)")
