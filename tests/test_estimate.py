@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lib_dumpunet.emphasis import parse_emphasis
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.estimate import EstimateSettings, estimate, from_values, read_embedding, write_embedding
 from lib_dumpunet.estimate.clip_text import ClipPromptEncoder
 from lib_dumpunet.estimate.denoise import ScheduleDenoiser, karras_sigmas, sampler_step
-from lib_dumpunet.emphasis import parse_emphasis
 from lib_dumpunet.estimate.estimator import _LossScale, initial_vectors, row_metrics
 from lib_dumpunet.estimate.files import SUBFOLDER, check_name
 from lib_dumpunet.estimate.run import run_estimate

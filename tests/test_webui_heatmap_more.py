@@ -131,6 +131,23 @@ def test_a_hires_prompt_of_its_own_is_where_the_words_are_looked_up(sd1):
         sd1.run(sd1.txt2img(section_args(sd1, heat("fish")), **fields))
 
 
+def test_the_hires_prompt_note_appears_only_where_per_block_prompts_were_dropped(sd1):
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "steps": 2, "hr_second_pass_steps": 2}
+    note = "Dump U-Net: per-block prompts are not applied to a different Hires prompt."
+    plain = sd1.run(sd1.txt2img(section_args(sd1, heat("cat")), prompt="a cat", hr_prompt="a dog", **hires))
+    assert note not in plain.comments, "no per-block text anywhere: nothing was dropped"
+    per_block = {"layer_prompt.enabled": True}
+    dropped = sd1.run(
+        sd1.txt2img(
+            section_args(sd1, heat("cat", **per_block)),
+            prompt="a (~: IN00: red ; _: :~) cat",
+            hr_prompt="a dog",
+            **hires,
+        )
+    )
+    assert note in dropped.comments
+
+
 # --- batch size 2 × batch count 2 ------------------------------------------------------------------------------------
 
 PROMPTS = ["a cat in a red hat", "a cat on a mat", "a hat on a cat", "a black cat in a hat"]

@@ -232,8 +232,10 @@ class Engine:
             if same_hires_prompts:
                 p.hr_prompts = list(prompts)
             else:
-                p.hr_prompts = [parse_layer_prompt(t, run.job.layout.names).erase() for t in p.hr_prompts]
-                run.comments.append("Dump U-Net: per-block prompts are not applied to a different Hires prompt.")
+                erased = [parse_layer_prompt(t, run.job.layout.names).erase() for t in p.hr_prompts]
+                if erased != list(p.hr_prompts) or list(prompts) != list(p.prompts):  # per-block text in either pass
+                    run.comments.append("Dump U-Net: per-block prompts are not applied to a different Hires prompt.")
+                p.hr_prompts = erased
             if list(p.hr_negative_prompts or []) == list(p.negative_prompts):
                 p.hr_negative_prompts = list(negatives)
         p.prompts, p.negative_prompts = prompts, negatives
