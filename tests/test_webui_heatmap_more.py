@@ -293,3 +293,21 @@ def test_sdxl_maps_over_its_images_from_every_cross_attention_layer(sdxl):
     assert images[1].size == (72, 64)
     assert not np.array_equal(rgb(images[1]), rgb(images[2])), "cat and hat differ"
     assert hooks_on(sdxl.unet) == 0
+
+
+# --- SD2 -------------------------------------------------------------------------------------------------------------
+
+
+def test_sd2_finds_words_with_openclips_vocabulary_and_maps_them(sessions):
+    sd2 = sessions.get(unets.SD2)
+    kwargs = {"prompt": "a (cat:1.2) in a hat, " + "blue " * 75 + "zebra", "width": 56, "height": 72, "seed": 3}
+    plain = sd2.run(sd2.txt2img(**kwargs))
+    processed = sd2.run(sd2.txt2img(section_args(sd2, heat("cat, zebra")), **kwargs))
+    assert map_labels(sd2, processed) == [None, "heat map: cat", "heat map: zebra", "heat maps: cat, zebra"]
+    images = gallery(processed)
+    assert np.array_equal(rgb(images[0]), rgb(gallery(plain)[0])), "the image is unchanged"
+    assert images[1].size == (56, 72)
+    assert not np.array_equal(rgb(images[1]), rgb(images[2])), "the word past token 75 has its own map"
+    with pytest.raises(SpecError, match="no word 'dog'"):
+        sd2.run(sd2.txt2img(section_args(sd2, heat("dog")), **kwargs))
+    assert hooks_on(sd2.unet) == 0
