@@ -12,7 +12,7 @@ import torch
 import unets
 from fakewebui import tiny_model
 from PIL import Image
-from webuihelp import features, hooks_on, map_labels, script_args, section_args, session
+from webuihelp import features, hooks_on, left_clean, map_labels, script_args, section_args, session
 
 from lib_dumpunet.errors import DumpUnetError
 from lib_dumpunet.probe import Probe
@@ -31,13 +31,8 @@ def _clean(request):
     if "w" not in request.fixturenames:
         yield
         return
-    w = request.getfixturevalue("w")
-    saved = dict(w.shared.opts.data)
-    yield
-    w.shared.opts.data.clear()
-    w.shared.opts.data.update(saved)
-    w.shared.state.interrupted = w.shared.state.skipped = False
-    assert hooks_on(w.unet) == 0
+    with left_clean(request.getfixturevalue("w")):
+        yield
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import unets
 from PIL import Image
-from webuihelp import features, hooks_on, map_labels, section_args, session
+from webuihelp import features, left_clean, map_labels, section_args, session
 
 
 def test_sdxl_views_use_the_sdxl_approximation():
@@ -25,15 +25,12 @@ def w():
 
 @pytest.fixture(autouse=True)
 def _clean(request):
+    """Every test leaves the U-Net without hooks; options a test changes are restored."""
     if "w" not in request.fixturenames:
         yield
         return
-    w = request.getfixturevalue("w")
-    saved = dict(w.shared.opts.data)
-    yield
-    w.shared.opts.data.clear()
-    w.shared.opts.data.update(saved)
-    assert hooks_on(w.unet) == 0
+    with left_clean(request.getfixturevalue("w")):
+        yield
 
 
 def views(layers: str = "latent,x0,cfg", **more):

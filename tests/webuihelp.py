@@ -30,6 +30,18 @@ def script_args(w: FakeWebui, settings: dict[str, Any], *, is_img2img: bool = Fa
     return w.api_script_args(w.runner(is_img2img), script_name=SCRIPT, script_args=[settings])
 
 
+@contextlib.contextmanager
+def left_clean(w: FakeWebui) -> Iterator[None]:
+    """Around one test: the options it changes are restored, interrupt flags cleared, and no hook may stay on the
+    U-Net."""
+    saved = dict(w.shared.opts.data)
+    yield
+    w.shared.opts.data.clear()
+    w.shared.opts.data.update(saved)
+    w.shared.state.interrupted = w.shared.state.skipped = False
+    assert hooks_on(w.unet) == 0
+
+
 def hooks_on(module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
