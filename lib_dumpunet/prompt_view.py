@@ -5,7 +5,9 @@ tokens or padding, end token, per chunk), width 768 for SD1, 1024 for SD2 and 20
 then OpenCLIP-G's 1280). The study note behind this project showed it as an image; this module makes that image
 for every distinct conditioning of a job: each AND sub-prompt, the negative prompt, and each per-block text of the
 Layer Prompt syntax (labelled with the blocks that receive it). A prompt-editing schedule (`[a:b:0.5]`) gives one
-image per entry, labelled with the steps it is used for.
+image per entry, labelled with the steps it is used for. With hires fix and prompts of the hires pass's own (the
+webui's Hires prompt fields), each of those texts the first pass did not use is drawn too, as the hires pass encodes
+it (its size, its step count), keyed on pass 1 so it is labelled and named like the hires pass's other maps.
 
 `collect` lists those conditionings from a finished `Job` (the texts it saw and the per-block texts its switch
 used) and encodes each once through a `PromptSource` — the host's own encoder, so the tensor is the one sampling
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ from lib_dumpunet.tokens import CHUNK_TOKENS, COLUMNS_PER_CHUNK, TokenRow, Token
 __all__ = [
     "PROMPT_KIND",
     "Encoding",
+    "HiresPass",
     "Part",
     "PromptSource",
     "PromptTensor",
@@ -145,11 +148,23 @@ class PromptSource(Protocol):
 
 
 @dataclass(frozen=True)
+class HiresPass:
+    """The texts a job's hires-fix pass encoded for itself, by image (only images whose hires pass had prompts of its
+    own; a text also used by the first pass is skipped when drawing), and how to encode and label them."""
+
+    source: PromptSource  # encodes as the hires pass does (its size, its step count)
+    prompts: Mapping[int, Sequence[str]] = field(default_factory=dict)  # image -> its AND sub-prompts
+    negatives: Mapping[int, str] = field(default_factory=dict)  # image -> its negative prompt
+    steps: int | None = None  # the hires pass's sampler steps
+    calls_per_step: int = 1
+
+
+@dataclass(frozen=True)
 class PromptTensor:
     """One distinct conditioning of a job, ready to draw."""
 
-    key: Key  # image it is shown after, schedule start step, place ("text" or its blocks), branch, AND sub-prompt
-    title: str  # "prompt", "prompt, AND 2", "negative prompt", "per-block text of IN04, IN05"
+    key: Key  # image it is shown after, pass, schedule start step, place ("text" or its blocks), branch, AND sub
+    title: str  # "prompt", "prompt, AND 2", "negative prompt, hires pass", "per-block text of IN04, IN05"
     text: str  # what was encoded (a prompt-editing entry's own text)
     context: torch.Tensor  # (tokens, width), float32 on the CPU
     rows: tuple[TokenRow, ...]  # one per context row
@@ -171,6 +186,31 @@ class _Use:
     sub: int
     text: str
     blocks: tuple[str, ...] = ()  # per-block text: the blocks that receive it
+    pass_index: int = 0  # 1: the hires pass's own text
+
+
+def _order_of_uses(uses: Iterable[_Use], order: Mapping[str, int]) -> list[_Use]:
+    """Per image: first-pass whole texts, then its per-block texts in U-Net order, then the hires pass's texts."""
+
+    def place(u: _Use) -> tuple:
+        block = order.get(u.blocks[0], 0) if u.blocks else 0
+        return (u.image, u.pass_index, bool(u.blocks), u.branch != "cond", u.sub, block)
+
+    return sorted(uses, key=place)
+
+
+def _hires_uses(hires: HiresPass, first: Iterable[_Use], negative: bool) -> list[_Use]:
+    """The hires pass's texts that the first pass did not use, each at the first image whose hires pass used it."""
+    seen = {(u.branch, u.text) for u in first if not u.blocks}
+    found: dict[tuple[str, str], _Use] = {}
+    for image in sorted(set(hires.prompts) | set(hires.negatives)):
+        wanted = [("cond", sub, text) for sub, text in enumerate(hires.prompts.get(image, ()))]
+        if negative and image in hires.negatives:
+            wanted.append(("uncond", 0, hires.negatives[image]))
+        for branch, sub, text in wanted:
+            if (branch, text) not in seen:
+                found.setdefault((branch, text), _Use(image, branch, sub, text, pass_index=1))
+    return list(found.values())
 
 
 def _uses(job: Any, negative: bool) -> list[_Use]:
@@ -198,20 +238,15 @@ def _uses(job: Any, negative: bool) -> list[_Use]:
             ordered = tuple(sorted(blocks, key=lambda b: order.get(b, len(order))))
             image, sub = first[(branch, text)]
             found.setdefault((branch, ordered, text), _Use(image, branch, sub, text, ordered))
-
-    def place(u: _Use) -> tuple:  # per image: whole texts first, then per-block texts in U-Net order
-        return (u.image, bool(u.blocks), u.branch != "cond", u.sub, order.get(u.blocks[0], 0) if u.blocks else 0)
-
-    return sorted(found.values(), key=place)
+    return _order_of_uses(found.values(), order)
 
 
 def _title(use: _Use) -> str:
     if use.blocks:
         whose = "negative prompt" if use.branch == "uncond" else "prompt" + (f" AND {use.sub + 1}" if use.sub else "")
         return f"per-block text of {', '.join(use.blocks)} ({whose})"
-    if use.branch == "uncond":
-        return "negative prompt"
-    return f"prompt, AND {use.sub + 1}" if use.sub else "prompt"
+    title = "negative prompt" if use.branch == "uncond" else "prompt" + (f", AND {use.sub + 1}" if use.sub else "")
+    return f"{title}, hires pass" if use.pass_index else title
 
 
 def _place(blocks: tuple[str, ...]) -> str:
@@ -240,36 +275,54 @@ def _spans(schedule: Sequence[Encoding], total: int | None, calls_per_step: int 
 
 
 def collect(
-    job: Any, source: PromptSource, settings: PromptViewSettings, *, steps: int | None = None, calls_per_step: int = 1
+    job: Any,
+    source: PromptSource,
+    settings: PromptViewSettings,
+    *,
+    steps: int | None = None,
+    calls_per_step: int = 1,
+    hires: HiresPass | None = None,
 ) -> list[PromptTensor]:
     """Every distinct conditioning of a finished `Job`, encoded through `source`. `steps` (the job's sampler steps)
-    and `calls_per_step` (model calls a step: 2 for second-order samplers) turn prompt-editing entries into steps."""
+    and `calls_per_step` (model calls a step: 2 for second-order samplers) turn prompt-editing entries into steps;
+    `hires` adds the hires pass's own texts (encoded and labelled by its own source and steps)."""
+    uses = _uses(job, settings.negative)
+    if hires is not None:
+        order = {name: i for i, name in enumerate(job.layout.names)}
+        uses = _order_of_uses([*uses, *_hires_uses(hires, uses, settings.negative)], order)
     out: list[PromptTensor] = []
-    parts = tuple(source.parts)
-    for use in _uses(job, settings.negative):
-        schedule = list(source.encode(use.text, negative=use.branch == "uncond"))
-        if not schedule:
-            continue
-        spans = _spans(schedule, steps, max(1, calls_per_step))
-        tables: dict[str, TokenTable | None] = {}
-        for entry, (first, last) in zip(schedule, spans, strict=True):
-            text = use.text if entry.text is None else entry.text
-            if text not in tables:
-                tables[text] = source.token_table(text)
-            context = entry.context.detach().float().cpu()
-            if context.ndim != 2:
-                msg = f"a prompt tensor must be (tokens, width); the encoder gave {tuple(context.shape)}"
-                raise DumpUnetError(msg)
-            rows = _rows(tables[text], context.shape[0])
-            span = None
-            if len(schedule) > 1:
-                span = _span_text(first, last, steps)
-            key = Key(use.image, 0, first, _place(use.blocks), PROMPT_KIND, use.branch, use.sub)  # type: ignore[arg-type]
-            pooled = None if entry.pooled is None else entry.pooled.detach().float().cpu().reshape(-1)
-            notes = _chunk_notes(rows, text)
-            fitting = parts if sum(p.width for p in parts) == context.shape[1] else ()
-            out.append(PromptTensor(key, _title(use), text, context, rows, span, fitting, pooled, notes))
+    for use in uses:
+        if use.pass_index and hires is not None:
+            out += _encoded(use, hires.source, hires.steps, hires.calls_per_step)
+        else:
+            out += _encoded(use, source, steps, calls_per_step)
     log.debug("%d prompt tensors from %d distinct texts", len(out), len({t.text for t in out}))
+    return out
+
+
+def _encoded(use: _Use, source: PromptSource, steps: int | None, calls_per_step: int) -> list[PromptTensor]:
+    """One text's schedule through `source`: a tensor per entry, labelled with the steps it is used for."""
+    schedule = list(source.encode(use.text, negative=use.branch == "uncond"))
+    parts = tuple(source.parts)
+    spans = _spans(schedule, steps, max(1, calls_per_step))
+    tables: dict[str, TokenTable | None] = {}
+    out: list[PromptTensor] = []
+    for entry, (first, last) in zip(schedule, spans, strict=True):
+        text = use.text if entry.text is None else entry.text
+        if text not in tables:
+            tables[text] = source.token_table(text)
+        context = entry.context.detach().float().cpu()
+        if context.ndim != 2:
+            msg = f"a prompt tensor must be (tokens, width); the encoder gave {tuple(context.shape)}"
+            raise DumpUnetError(msg)
+        rows = _rows(tables[text], context.shape[0])
+        span = _span_text(first, last, steps) if len(schedule) > 1 else None
+        place = _place(use.blocks)
+        key = Key(use.image, use.pass_index, first, place, PROMPT_KIND, use.branch, use.sub)  # type: ignore[arg-type]
+        pooled = None if entry.pooled is None else entry.pooled.detach().float().cpu().reshape(-1)
+        notes = _chunk_notes(rows, text)
+        fitting = parts if sum(p.width for p in parts) == context.shape[1] else ()
+        out.append(PromptTensor(key, _title(use), text, context, rows, span, fitting, pooled, notes))
     return out
 
 

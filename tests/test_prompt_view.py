@@ -31,6 +31,7 @@ from lib_dumpunet.prompt_view import (
     PROMPT_KIND,
     ROW_PX,
     Encoding,
+    HiresPass,
     Part,
     PromptTensor,
     PromptViewSettings,
@@ -41,6 +42,7 @@ from lib_dumpunet.prompt_view import (
     row_label,
     shared_limit,
 )
+from lib_dumpunet.render import describe
 from lib_dumpunet.settings import from_mapping
 from lib_dumpunet.tokens import BpeVocabulary, EmbeddingIndex, TokenTable, chunk_prompt
 
@@ -159,6 +161,52 @@ def test_a_second_order_samplers_calls_are_counted_as_steps(layout, text):
     source = _EditingSource(text)  # entries end at model calls 4 and 10: 5 steps of 2 calls
     tensors = collect(job, source, PromptViewSettings(enabled=True, negative=False), steps=5, calls_per_step=2)
     assert [t.steps for t in tensors] == ["steps 1-3 of 5", "steps 3-5 of 5"]  # step 3's calls 4 and 5 see both
+
+
+def test_the_hires_pass_own_texts_follow_the_first_pass_ones_keyed_on_pass_one(layout, text):
+    job = job_of(layout, text, ["a red hat AND a cat", "a red hat AND a cat"], ["blurry", "blurry"])
+    hires = HiresPass(
+        TextEncoderSource(text),
+        prompts={0: ["a red hat", "a big dog"], 1: ["a red hat", "a big dog"]},  # "a red hat": the first pass's
+        negatives={1: "grainy"},
+        steps=3,
+    )
+    tensors = collect(job, TextEncoderSource(text), ON, steps=2, hires=hires)
+    assert [(t.label, t.key.image, t.key.pass_index, t.key.sub, t.key.branch) for t in tensors] == [
+        ("prompt tensor: prompt", 0, 0, 0, "cond"),
+        ("prompt tensor: prompt, AND 2", 0, 0, 1, "cond"),
+        ("prompt tensor: negative prompt", 0, 0, 0, "uncond"),
+        ("prompt tensor: prompt, AND 2, hires pass", 0, 1, 1, "cond"),
+        ("prompt tensor: negative prompt, hires pass", 1, 1, 0, "uncond"),
+    ]
+    assert torch.equal(tensors[3].context, text.encode("a big dog").context)
+    maps = render(tensors, ON)
+    assert [m.file_suffix for m in maps[3:]] == [
+        "-dumpunet-prompt-text-hr001-and2",
+        "-dumpunet-prompt-text-hr001-uncond",
+    ]
+    assert describe(maps[3].key).endswith("hires pass, AND 2")  # as the hires pass's other maps say it
+    without = collect(job, TextEncoderSource(text), PromptViewSettings(enabled=True, negative=False), hires=hires)
+    assert [t.title for t in without] == ["prompt", "prompt, AND 2", "prompt, AND 2, hires pass"]
+
+
+def test_hires_texts_equal_to_the_first_pass_ones_add_nothing(layout, text):
+    job = job_of(layout, text, ["a red hat"], ["blurry"])
+    hires = HiresPass(TextEncoderSource(text), prompts={0: ["a red hat"]}, negatives={0: "blurry"}, steps=3)
+    plain = collect(job, TextEncoderSource(text), ON)
+    assert [t.label for t in collect(job, TextEncoderSource(text), ON, hires=hires)] == [t.label for t in plain]
+
+
+def test_hires_prompt_editing_is_labelled_in_the_hires_pass_steps(layout, text):
+    job = job_of(layout, text, ["a cat"], [""])
+    hires = HiresPass(_EditingSource(text), prompts={0: ["a [red:blue:1.5] hat"]}, steps=5, calls_per_step=2)
+    tensors = collect(job, TextEncoderSource(text), PromptViewSettings(enabled=True, negative=False), hires=hires)
+    assert [t.label for t in tensors] == [
+        "prompt tensor: prompt",
+        "prompt tensor: prompt, hires pass, steps 1-3 of 5",
+        "prompt tensor: prompt, hires pass, steps 3-5 of 5",
+    ]
+    assert [(t.key.pass_index, t.key.step) for t in tensors] == [(0, 1), (1, 1), (1, 3)]
 
 
 # --- rows and their labels ----------------------------------------------------------------------------------------
