@@ -1,6 +1,7 @@
 """The prompt tensor view in the (fake) webui's real sampling path: pictures after the image that used each
 conditioning, the very tensors the U-Net received, per-block texts, prompt editing, SDXL's halves and pooled row,
-saving with paired names, the infotext round trip, and a bad setting refused before generation.
+a Hires prompt of its own (drawn as the hires pass read it; an equal one adds nothing), saving with paired names, the
+infotext round trip, and a bad setting refused before generation.
 
 The SDXL test opens its own session and comes first: sessions do not nest, and the SD1 session of the other tests is
 a module fixture that starts with the first test asking for it.
@@ -29,14 +30,20 @@ def tensor_view(**more):
 
 
 class Contexts:
-    """The `context` of every U-Net call, as the U-Net received it."""
+    """The `context` of every U-Net call, as the U-Net received it, and the latent width of each call."""
 
     def __init__(self, unet) -> None:
         self.calls: list[torch.Tensor] = []
+        self.widths: list[int] = []
         self.handle = unet.register_forward_pre_hook(self.keep, with_kwargs=True)
 
     def keep(self, _module, args, kwargs):
         self.calls.append((kwargs.get("context") if "context" in kwargs else args[2]).detach().clone())
+        self.widths.append(int((args[0] if args else kwargs["x"]).shape[-1]))
+
+    def of_width(self, width: int) -> list[torch.Tensor]:
+        """The contexts of the calls on latents `width` wide (hires fix: the second pass's are wider)."""
+        return [c for c, w in zip(self.calls, self.widths, strict=True) if w == width]
 
     def __enter__(self):
         return self
@@ -161,6 +168,81 @@ def test_a_percentile_out_of_range_stops_the_job_before_generation(w):
         handle.remove()
     assert calls == [1], "stopped at the U-Net's first call, before it computed anything"
     assert hooks_on(w.unet) == 0
+
+
+HIRES = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "steps": 2, "seed": 3}
+
+
+def test_a_hires_prompt_of_its_own_is_drawn_as_the_hires_pass_read_it_and_the_image_is_unchanged(w):
+    kwargs = {
+        **HIRES,
+        "prompt": "a red hat",
+        "negative_prompt": "blurry",
+        "hr_prompt": "a [red:blue:1.5] cat AND a dog",  # hires pass: red for its first half, then blue
+        "hr_negative_prompt": "grainy",
+        "hr_second_pass_steps": 4,
+    }
+    plain = w.run(w.txt2img(**kwargs))
+    settings = tensor_view(**{"output.save_images": True})
+    with Contexts(w.unet) as seen:
+        processed = w.run(w.txt2img(section_args(w, settings), **kwargs))
+    assert map_labels(w, processed) == [
+        None,
+        "prompt tensor: prompt",
+        "prompt tensor: negative prompt",
+        "prompt tensor: prompt, hires pass, steps 1-3 of 4",
+        "prompt tensor: prompt, hires pass, step 4 of 4",
+        "prompt tensor: prompt, AND 2, hires pass",
+        "prompt tensor: negative prompt, hires pass",
+    ]
+    first = processed.index_of_first_image
+    assert np.array_equal(np.asarray(processed.images[first]), np.asarray(plain.images[plain.index_of_first_image]))
+    assert hooks_on(w.unet) == 0
+
+    from lib_dumpunet.webui.prompt_tensor import WebuiPromptSource
+
+    p = w.txt2img(**kwargs)
+    p.hr_upscale_to_x, p.hr_upscale_to_y = 2 * p.width, 2 * p.height
+    hires = WebuiPromptSource(p, w.sd_model, pass_index=1)
+    early, late = hires.encode("a [red:blue:1.5] cat", negative=False)
+    assert (early.text, late.text) == ("a red cat", "a blue cat")
+    (dog,), (grainy,) = hires.encode("a dog", negative=False), hires.encode("grainy", negative=True)
+    calls = seen.of_width(2 * p.width // 8)
+    assert len(calls) >= 2 and len(calls) < len(seen.calls), "the hires pass's calls are told apart by their size"
+    assert torch.equal(calls[0][0], early.context) and torch.equal(calls[-1][0], late.context)
+    assert torch.equal(calls[-1][1], dog.context) and torch.equal(calls[-1][2], grainy.context)
+    names = {f.name for f in Path(w.data_dir).rglob("*-dumpunet-prompt-*.png")}
+    stem = next(n for n in names if n.endswith("-dumpunet-prompt-text-hr001.png")).removesuffix(
+        "-dumpunet-prompt-text-hr001.png"
+    )
+    wanted = {"hr001", "hr004", "hr001-and2", "hr001-uncond", "001", "001-uncond"}
+    assert {f"{stem}-dumpunet-prompt-text-{end}.png" for end in wanted} <= names
+
+
+@pytest.mark.parametrize("hr_prompt", ["", "a red hat"], ids=["empty", "the same"])
+def test_a_hires_prompt_equal_to_the_prompt_adds_no_picture(w, hr_prompt):
+    kwargs = {**HIRES, "prompt": "a red hat", "negative_prompt": "blurry", "hr_prompt": hr_prompt}
+    processed = w.run(w.txt2img(section_args(w, tensor_view()), **kwargs))
+    assert map_labels(w, processed) == [None, "prompt tensor: prompt", "prompt tensor: negative prompt"]
+
+
+def test_a_different_hires_prompt_has_its_per_block_texts_erased_and_none_drawn(w):
+    settings = tensor_view(**{"layer_prompt.enabled": True, "prompt_tensor.negative": False})
+    kwargs = {**HIRES, "prompt": "a (~: IN00: red :~) cat", "hr_prompt": "a (~: IN00: blue :~) dog"}
+    with Contexts(w.unet) as seen:
+        processed = w.run(w.txt2img(section_args(w, settings), **kwargs))
+    assert map_labels(w, processed) == [
+        None,
+        "prompt tensor: prompt",
+        "prompt tensor: per-block text of IN00 (prompt)",
+        "prompt tensor: prompt, hires pass",
+    ]
+    from lib_dumpunet.webui.prompt_tensor import WebuiPromptSource
+
+    p = w.txt2img(**kwargs)
+    (erased,) = WebuiPromptSource(p, w.sd_model, pass_index=1).encode("a  dog", negative=False)
+    hires_calls = seen.of_width(2 * p.width // 8)
+    assert hires_calls and all(torch.equal(c[0], erased.context) for c in hires_calls)
 
 
 def test_the_attention_tab_has_the_section(w):
