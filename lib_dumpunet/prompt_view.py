@@ -139,7 +139,8 @@ class PromptSource(Protocol):
         ...
 
     def encode(self, text: str, *, negative: bool) -> Sequence[Encoding]:
-        """The schedule `text` becomes for the job's first pass (one entry unless it edits the prompt)."""
+        """The schedule `text` becomes in the pass this source encodes for (the first pass, unless it is a
+        `HiresPass`'s source): one entry unless it edits the prompt."""
         ...
 
     def token_table(self, text: str) -> TokenTable | None:

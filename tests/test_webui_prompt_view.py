@@ -226,6 +226,25 @@ def test_a_hires_prompt_equal_to_the_prompt_adds_no_picture(w, hr_prompt):
     assert map_labels(w, processed) == [None, "prompt tensor: prompt", "prompt tensor: negative prompt"]
 
 
+def test_a_hires_negative_prompt_of_its_own_alone_adds_its_picture_after_the_image(w):
+    kwargs = {**HIRES, "batch_size": 2, "prompt": "a red hat", "negative_prompt": "blurry"}
+    with Contexts(w.unet) as seen:
+        processed = w.run(w.txt2img(section_args(w, tensor_view()), hr_negative_prompt="grainy", **kwargs))
+    assert map_labels(w, processed) == [
+        None,
+        "prompt tensor: prompt",
+        "prompt tensor: negative prompt",
+        "prompt tensor: negative prompt, hires pass",
+        None,  # the second image's hires pass read the same texts
+    ]
+    from lib_dumpunet.webui.prompt_tensor import WebuiPromptSource
+
+    p = w.txt2img(**kwargs)
+    (grainy,) = WebuiPromptSource(p, w.sd_model, pass_index=1).encode("grainy", negative=True)
+    hires_calls = seen.of_width(2 * p.width // 8)
+    assert hires_calls and all(torch.equal(c[-1], grainy.context) for c in hires_calls)
+
+
 def test_a_different_hires_prompt_has_its_per_block_texts_erased_and_none_drawn(w):
     settings = tensor_view(**{"layer_prompt.enabled": True, "prompt_tensor.negative": False})
     kwargs = {**HIRES, "prompt": "a (~: IN00: red :~) cat", "hr_prompt": "a (~: IN00: blue :~) dog"}
