@@ -120,8 +120,9 @@ def denoiser_call(params: Any, p: Any) -> DenoiserCall:
     """Read an `on_cfg_denoiser` callback's params (webui ≥ 1.8, which passes the denoiser).
 
     The denoiser counts model calls; `total_steps` tells how many a second-order sampler makes per step (two, one
-    for the last step). DDIM in webui 1.10 evaluates the model once fewer than its steps, so its last step never
-    comes; PLMS evaluates twice in its first step."""
+    for the last step). DDIM and PLMS in webui 1.10 take one model step per timestep of range(0, 1000, 1000 // steps)
+    but the first: steps − 1 when steps divides 1000 (the last step never comes), else steps or, for some large
+    counts, more (extra calls count as the last step); PLMS evaluates twice in its first step."""
     denoiser = params.denoiser
     calls = int(denoiser.step)
     steps = int(getattr(denoiser, "steps", None) or p.steps)

@@ -1,17 +1,17 @@
 """Test double of webui v1.10.1 `modules/sd_samplers.py`: the list of samplers (the k-diffusion ones the fake
-has), lookup by name or alias, `create_sampler`, and the "Sampler Scheduler" name repair of old infotexts/API calls
-(`DPM++ 2M Karras` → sampler `DPM++ 2M`, scheduler `Karras`)."""
+has, then DDIM and PLMS), lookup by name or alias, `create_sampler`, and the "Sampler Scheduler" name repair of old
+infotexts/API calls (`DPM++ 2M Karras` → sampler `DPM++ 2M`, scheduler `Karras`)."""
 
 from __future__ import annotations
 
 import logging
 
-from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_schedulers, shared
+from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_samplers_timesteps, sd_schedulers, shared
 from modules.sd_samplers_common import sample_to_image, samples_to_image_grid, samples_to_images_tensor  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-all_samplers = list(sd_samplers_kdiffusion.samplers_data_k_diffusion)
+all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps]
 all_samplers_map = {data.name: data for data in all_samplers}
 
 samplers: list[sd_samplers_common.SamplerData] = []
