@@ -264,6 +264,25 @@ def test_a_different_hires_prompt_has_its_per_block_texts_erased_and_none_drawn(
     assert hires_calls and all(torch.equal(c[0], erased.context) for c in hires_calls)
 
 
+def test_a_hires_negative_prompt_of_its_own_is_read_without_its_per_block_constructs(w):
+    settings = tensor_view(**{"layer_prompt.enabled": True})
+    kwargs = {
+        **HIRES,
+        "prompt": "a cat",
+        "negative_prompt": "blurry",
+        "hr_negative_prompt": "(~: IN00: dark :~) grainy",
+    }
+    with Contexts(w.unet) as seen:
+        processed = w.run(w.txt2img(section_args(w, settings), **kwargs))
+    assert "prompt tensor: negative prompt, hires pass" in map_labels(w, processed)
+    from lib_dumpunet.webui.prompt_tensor import WebuiPromptSource
+
+    p = w.txt2img(**kwargs)
+    (erased,) = WebuiPromptSource(p, w.sd_model, pass_index=1).encode(" grainy", negative=True)
+    hires_calls = seen.of_width(2 * p.width // 8)
+    assert hires_calls and all(torch.equal(c[-1], erased.context) for c in hires_calls), "not the literal (~: … :~)"
+
+
 def test_the_attention_tab_has_the_section(w):
     runner = w.runner(False)
     ids = {getattr(c, "elem_id", None) for c in runner.inputs if c is not None}

@@ -238,6 +238,9 @@ class Engine:
                 p.hr_prompts = erased
             if list(p.hr_negative_prompts or []) == list(p.negative_prompts):
                 p.hr_negative_prompts = list(negatives)
+            elif p.hr_negative_prompts is not None:  # its own: read without per-block constructs, as the prompt is
+                names = run.job.layout.names
+                p.hr_negative_prompts = [parse_layer_prompt(t, names).erase() for t in p.hr_negative_prompts]
         p.prompts, p.negative_prompts = prompts, negatives
 
     def on_cfg_denoiser(self, params: Any) -> None:
