@@ -167,8 +167,12 @@ def test_mistakes_stop_before_generation(model_of, tmp_path):
     cases = [
         ({"features.enabled": True, "features.layers": "IN99"}, _gen(model), SpecError, "Layers"),
         ({"layer_prompt.enabled": True}, _gen(model, "a (~: M00: x"), SpecError, "never closed"),
-        ({"features.enabled": True, "features.layers": "M00", "features.steps": "5"}, _gen(model), DumpUnetError,
-         "beyond the 3 steps"),
+        (
+            {"features.enabled": True, "features.layers": "M00", "features.steps": "5"},
+            _gen(model),
+            DumpUnetError,
+            "beyond the 3 steps",
+        ),
         ({}, Generation("x", width=65, height=64), DumpUnetError, "multiples of 8"),
     ]
     for settings, gen, error, message in cases:
@@ -235,7 +239,6 @@ def test_emphasis_weights_the_context(model_of):
     text = model_of("sd1").text
     assert not torch.equal(text.encode("a (red:1.5) circle").context, text.encode("a red circle").context)
     assert torch.equal(text.encode("a (red:1.0) circle").context, text.encode("a red circle").context)
-
 
 
 @pytest.mark.parametrize("name", ["sd1", "sd2"])

@@ -26,7 +26,7 @@ _NUMBERED = re.compile(r"^(\d{5})-")
 
 def quote(text: str) -> str:
     """A value as the webui writes it into an infotext line: JSON-quoted only where it would break the line."""
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n\"") else text
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:\n"') else text
 
 
 @dataclass

@@ -70,9 +70,7 @@ def infotext(gen: Generation, model: Model, settings: JobSettings, image: Genera
     return f"{image.prompt}{negative}\n{', '.join(line)}"
 
 
-def _token_columns(
-    model: Model, settings: JobSettings, image: GeneratedImage, m: MapImage
-) -> tuple[int, int] | None:
+def _token_columns(model: Model, settings: JobSettings, image: GeneratedImage, m: MapImage) -> tuple[int, int] | None:
     """For a Q*K map of a one-chunk prompt: (columns up to its EOS, 77), so the page can leave the padding aside."""
     if m.key.kind != "qk" or settings.layer_prompt.enabled:
         return None

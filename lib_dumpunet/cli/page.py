@@ -116,7 +116,7 @@ def _row_label(place: str, sub: int, branch: str, note: str | None) -> str:
     extra = [f"AND {sub + 1}"] if sub else []
     extra += [branch] if branch != "cond" else []
     label = _e(place) + (f' <span class="muted">{_e(", ".join(extra))}</span>' if extra else "")
-    return label + (f'<small>{_e(note)}</small>' if note else "")
+    return label + (f"<small>{_e(note)}</small>" if note else "")
 
 
 def _tab(kind: str, maps: list[Saved], tab_id: str, notes: dict[str, str]) -> str:
@@ -285,6 +285,7 @@ document.querySelectorAll('.tab').forEach(function (tab) {
   });
 });
 """
+
 
 def write_page(entries: Sequence[ImageEntry], *, title: str, command: str, notes: Sequence[str] = ()) -> str:
     """The page's HTML."""
