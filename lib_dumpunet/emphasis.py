@@ -60,8 +60,7 @@ class _Reader:
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.weights: list[float] = []
-        self.ranges: list[tuple[int, float]] = []  # (first run, factor); the range ends where it was closed
-        self.ends: list[int] = []
+        self.ranges: list[tuple[int, int, float]] = []  # (first run, end: the runs there when closed, factor)
         self.rounds: list[int] = []
         self.squares: list[int] = []
 
@@ -76,8 +75,7 @@ class _Reader:
             self.add(part)
 
     def close(self, start: int, factor: float) -> None:
-        self.ranges.append((start, factor))
-        self.ends.append(len(self.texts))
+        self.ranges.append((start, len(self.texts), factor))
 
     def read(self, prompt: str) -> None:
         pos, n = 0, len(prompt)
@@ -125,20 +123,20 @@ class _Reader:
 
     def weighted(self) -> list[float]:
         weights = list(self.weights)
-        work = sum(end - start for (start, _), end in zip(self.ranges, self.ends, strict=True))
+        work = sum(end - start for start, end, _ in self.ranges)
         if work <= EXACT_WORK:
-            for (start, factor), end in zip(self.ranges, self.ends, strict=True):
+            for start, end, factor in self.ranges:
                 for i in range(start, end):
                     weights[i] *= factor
             return weights
-        return _by_logarithms(weights, self.ranges, self.ends)
+        return _by_logarithms(weights, self.ranges)
 
 
-def _by_logarithms(weights: list[float], ranges: list[tuple[int, float]], ends: list[int]) -> list[float]:
+def _by_logarithms(weights: list[float], ranges: list[tuple[int, int, float]]) -> list[float]:
     """Every run's weight times the product of the factors over it, from running sums (linear in runs + ranges)."""
     n = len(weights)
     logs, negatives, zeros = [0.0] * (n + 1), [0] * (n + 1), [0] * (n + 1)
-    for (start, factor), end in zip(ranges, ends, strict=True):
+    for start, end, factor in ranges:
         if factor == 0:
             zeros[start] += 1
             zeros[end] -= 1
